@@ -1,0 +1,188 @@
+"""Array helpers: namespace lookup, validation and dtype rules shared by every layer.
+
+This is the bottom layer of softgrad: it imports nothing from the rest of the package.
+Generic code receives ``xp`` (an Array API namespace from array-api-compat) and never calls
+NumPy directly, so Dask arrays stay lazy and JAX functions stay jittable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+
+Array = Any  # any Array API array: NumPy, PyTorch, JAX, CuPy, Dask, array-api-strict
+
+__all__ = [
+    "Array",
+    "array_namespace",
+    "as_float_array",
+    "check_same_shape",
+    "check_temperature",
+    "compute_dtype",
+    "is_numpy_array",
+    "normalize_axis",
+    "store_out",
+    "validate_where",
+]
+
+
+def array_namespace(*arrays: Any) -> Any:
+    """The Array API namespace of ``arrays``; Python scalars and lists count as NumPy."""
+    arrays = tuple(a for a in arrays if a is not None)
+    try:
+        return array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        raise TypeError(
+            f"expected arrays of one array library, got {', '.join(type(a).__name__ for a in arrays)}"
+        ) from exc
+
+
+def is_numpy_array(x: Any) -> bool:
+    return bool(array_api_compat.is_numpy_array(x))
+
+
+def _is_floating(xp: Any, dtype: Any) -> bool:
+    return bool(xp.isdtype(dtype, "real floating"))
+
+
+def _default_float(xp: Any, x: Any) -> Any:
+    try:
+        info = xp.__array_namespace_info__()
+        return info.default_dtypes(device=array_api_compat.device(x))["real floating"]
+    except (AttributeError, TypeError):
+        return xp.float64
+
+
+def as_float_array(x: Any, name: str) -> tuple[Any, Any]:
+    """Return ``(xp, x)`` with ``x`` an array of a real floating dtype.
+
+    Python scalars, lists and tuples become NumPy arrays. Integer and boolean arrays are promoted
+    to the namespace's default floating dtype; complex and non-numeric input is a ``TypeError``.
+    """
+    if isinstance(x, (int, float, list, tuple)):
+        import numpy as np
+
+        x = np.asarray(x)
+        if x.dtype == object or x.dtype.kind in "USV":
+            raise TypeError(f"{name} must hold real numbers, got {x.dtype} values")
+    if hasattr(x, "dtype") and getattr(x.dtype, "kind", None) in ("O", "U", "S", "V", "M", "m"):
+        raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
+    try:
+        xp = array_api_compat.array_namespace(x)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
+    dtype = x.dtype
+    if xp.isdtype(dtype, "complex floating"):
+        raise TypeError(f"{name} must be real, got complex dtype {dtype}")
+    if not _is_floating(xp, dtype):
+        if xp.isdtype(dtype, "integral") or xp.isdtype(dtype, "bool"):
+            x = xp.astype(x, _default_float(xp, x))
+        else:
+            raise TypeError(f"{name} must be a real floating array, got dtype {dtype}")
+    return xp, x
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """``axis`` as a non-negative int, or a ``ValueError`` naming it."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        try:
+            import operator
+
+            axis = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, got {axis!r}") from None
+    if ndim == 0:
+        raise ValueError(f"expected an array with at least one dimension, got a 0-d array ({name}={axis})")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
+    return axis % ndim
+
+
+def check_temperature(temperature: Any) -> float:
+    """``temperature`` as a finite positive float, or a ``ValueError``."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return t
+
+
+def check_same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def _broadcast_shape(shape: tuple[Any, ...], target: tuple[Any, ...]) -> bool:
+    if len(shape) > len(target):
+        return False
+    for s, t in zip(reversed(shape), reversed(target), strict=False):
+        if s != 1 and s != t:
+            return False
+    return True
+
+
+def validate_where(xp: Any, where: Any, x: Any) -> Any:
+    """``where`` as a boolean array of ``x``'s namespace broadcast to ``x``'s shape, or None."""
+    if where is None:
+        return None
+    if isinstance(where, (bool, list, tuple)):
+        import numpy as np
+
+        where = xp.asarray(np.asarray(where))
+    if not hasattr(where, "dtype") or not hasattr(where, "shape"):
+        raise TypeError(f"where must be a boolean array, got {type(where).__name__}")
+    if not xp.isdtype(where.dtype, "bool"):
+        raise TypeError(f"where must be a boolean array, got dtype {where.dtype}")
+    if not _broadcast_shape(tuple(where.shape), tuple(x.shape)):
+        raise ValueError(
+            f"where of shape {tuple(where.shape)} does not broadcast to x of shape {tuple(x.shape)}"
+        )
+    return xp.broadcast_to(where, x.shape)
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype that softgrad computes in for input of ``dtype``.
+
+    float32 and float64 compute in float64 where the backend has it (so float32 results are
+    correctly rounded up to an ULP); half precision (float16, bfloat16) computes in float32.
+    """
+    if dtype == xp.float64:
+        return dtype
+    if dtype == xp.float32:
+        return xp.float64 if _has_float64(xp) else dtype
+    return xp.float32
+
+
+def _has_float64(xp: Any) -> bool:
+    name = getattr(xp, "__name__", "")
+    if name.startswith("jax"):
+        import jax
+
+        return bool(jax.config.read("jax_enable_x64"))
+    return hasattr(xp, "float64")
+
+
+def store_out(result: Any, out: Any) -> Any:
+    """Write ``result`` into the NumPy array ``out`` when one was given; return what to return."""
+    import numpy as np
+
+    if out is None:
+        if isinstance(result, np.ndarray) and result.ndim == 0:
+            return result[()]  # a NumPy scalar, as NumPy's own reductions return
+        return result
+
+    if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray | np.generic):
+        raise TypeError(f"out= is supported for NumPy arrays only, got {type(out).__name__}")
+    if out.shape != np.shape(result) or out.dtype != result.dtype:
+        raise ValueError(
+            f"out must have shape {np.shape(result)} and dtype {result.dtype}, "
+            f"got {out.shape} and {out.dtype}"
+        )
+    np.copyto(out, result)
+    return out

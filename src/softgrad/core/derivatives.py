@@ -1,0 +1,300 @@
+"""Exact derivatives of softmax and log_softmax in closed form.
+
+Vector products (VJP, JVP) cost O(N) per row and never form a Jacobian; the dense Jacobians
+and the Hessian are there for when a user asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._array import (
+    Array,
+    as_float_array,
+    check_same_shape,
+    check_temperature,
+    compute_dtype,
+    normalize_axis,
+    store_out,
+)
+from . import _dispatch
+from .softmax import log_softmax, softmax
+
+__all__ = [
+    "log_softmax_jacobian",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "softmax_hessian",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+
+def _probabilities_last(x: Array, axis: Any, temperature: Any) -> tuple[Any, Array, Any, float]:
+    """softmax(x) in the compute dtype with ``axis`` moved last, plus the output dtype."""
+    xp, x = as_float_array(x, "x")
+    axis = normalize_axis(axis, x.ndim)
+    t = check_temperature(temperature)
+    cd = compute_dtype(xp, x.dtype)
+    s = softmax(xp.astype(x, cd), axis=axis, temperature=t)
+    return xp, xp.moveaxis(s, axis, -1), x.dtype, t
+
+
+def _eye_minus(xp: Any, s: Array) -> Array:
+    """``A[..., i, j] = delta_ij - s_j``."""
+    n = s.shape[-1]
+    return xp.eye(n, dtype=s.dtype) - s[..., None, :]
+
+
+def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
+    r"""The full Jacobian of :func:`softmax`, one ``N x N`` matrix per row.
+
+    .. math:: J_{ij} = \frac{\partial S_i}{\partial x_j} = \frac{S_i (\delta_{ij} - S_j)}{T}
+
+    Symmetric, with rows and columns summing to 0. For a gradient use :func:`softmax_vjp`,
+    which costs O(N) instead of O(N^2).
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape ``(..., N, ...)``.
+    axis : int, optional
+        The softmax axis (default -1); it is moved last in the result.
+    temperature : float, optional
+        ``T > 0`` (default 1).
+
+    Returns
+    -------
+    array
+        Shape ``(..., N, N)``: the batch axes in order, then ``i``, then ``j``. Same array type
+        and dtype as ``x``. Masked or underflowed probabilities give zero rows and columns.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> sg.softmax_jacobian([1.0, 2.0, 3.0])
+    array([[ 0.08192507, -0.02203304, -0.05989202],
+           [-0.02203304,  0.18483645, -0.1628034 ],
+           [-0.05989202, -0.1628034 ,  0.22269543]])
+    """
+    xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
+    jac = s[..., :, None] * _eye_minus(xp, s)
+    if t != 1.0:
+        jac = jac / t
+    return xp.astype(jac, out_dtype)
+
+
+def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
+    r"""The full Jacobian of :func:`log_softmax`, one ``N x N`` matrix per row.
+
+    .. math:: J_{ij} = \frac{\partial \log S_i}{\partial x_j} = \frac{\delta_{ij} - S_j}{T}
+
+    Rows ``i`` whose log-probability is ``-inf`` (a ``-inf`` input entry, or an empty row)
+    are constant in ``x`` and are 0.
+
+    Parameters
+    ----------
+    x, axis, temperature
+        As for :func:`softmax_jacobian`.
+
+    Returns
+    -------
+    array
+        Shape ``(..., N, N)``, ``x``'s array type and dtype.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> sg.log_softmax_jacobian([0.0, 0.0])
+    array([[ 0.5, -0.5],
+           [-0.5,  0.5]])
+    """
+    xp, x = as_float_array(x, "x")
+    axis = normalize_axis(axis, x.ndim)
+    xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
+    logp = xp.moveaxis(log_softmax(xp.astype(x, s.dtype), axis=axis), axis, -1)
+    in_support = logp > -xp.inf
+    jac = xp.where(in_support[..., :, None], _eye_minus(xp, s), xp.zeros_like(s[..., None, :]))
+    if t != 1.0:
+        jac = jac / t
+    return xp.astype(jac, out_dtype)
+
+
+def _pair(a: Any, b: Any, name_a: str, name_b: str, axis: Any) -> tuple[Any, Array, Array, int, Any]:
+    xp, a = as_float_array(a, name_a)
+    _, b = as_float_array(b, name_b)
+    check_same_shape(a, b, name_a, name_b)
+    axis = normalize_axis(axis, a.ndim)
+    out_dtype = xp.result_type(a.dtype, b.dtype)
+    cd = compute_dtype(xp, out_dtype)
+    return xp, xp.astype(a, cd), xp.astype(b, cd), axis, out_dtype
+
+
+def _softmax_product(s: Any, v: Any, axis: Any, temperature: Any, names: tuple[str, str]) -> Array:
+    xp, s, v, axis, out_dtype = _pair(s, v, *names, axis)
+    t = check_temperature(temperature)
+    prod = s * (v - xp.sum(v * s, axis=axis, keepdims=True))
+    if t != 1.0:
+        prod = prod / t
+    return xp.astype(prod, out_dtype)
+
+
+def softmax_vjp(
+    s: Array, g: Array, /, axis: int = -1, *, temperature: float = 1.0, out: Array | None = None
+) -> Array:
+    r"""Vector-Jacobian product of softmax: the gradient with respect to ``x`` given ``dL/dS``.
+
+    .. math:: (g^\top J)_j = \frac{S_j \,(g_j - \sum_i g_i S_i)}{T}
+
+    O(N) per row; the Jacobian is never formed.
+
+    Parameters
+    ----------
+    s : array
+        ``softmax(x, axis, temperature=T)``.
+    g : array
+        The cotangent ``dL/dS``, of ``s``'s shape.
+    axis, temperature
+        As used to compute ``s``.
+    out : numpy.ndarray, optional
+        Where to write the result (NumPy input only).
+
+    Returns
+    -------
+    array
+        ``dL/dx``, of ``s``'s shape, in the promoted dtype of ``s`` and ``g``.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> s = sg.softmax([1.0, 2.0, 3.0])
+    >>> sg.softmax_vjp(s, [1.0, 0.0, 0.0])  # the first row of the Jacobian
+    array([ 0.08192507, -0.02203304, -0.05989202])
+    """
+    fast = _dispatch.softmax_vjp(s, g, axis, temperature, out)
+    if fast is not None:
+        return fast
+    return store_out(_softmax_product(s, g, axis, temperature, ("s", "g")), out)
+
+
+def softmax_jvp(s: Array, v: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
+    r"""Jacobian-vector product of softmax: the change of ``S`` along a tangent ``v``.
+
+    .. math:: (J v)_i = \frac{S_i \,(v_i - \sum_j S_j v_j)}{T}
+
+    (the softmax Jacobian is symmetric, so this is the same formula as :func:`softmax_vjp`).
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> s = sg.softmax([0.0, 0.0])
+    >>> sg.softmax_jvp(s, [1.0, -1.0])
+    array([ 0.5, -0.5])
+    """
+    return _softmax_product(s, v, axis, temperature, ("s", "v"))
+
+
+def _log_softmax_products(
+    logp: Any, g: Any, axis: Any, temperature: Any, names: tuple[str, str], vjp: bool
+) -> Array:
+    xp, logp, g, axis, out_dtype = _pair(logp, g, *names, axis)
+    t = check_temperature(temperature)
+    in_support = logp > -xp.inf
+    p = xp.exp(logp)
+    zeros = xp.zeros_like(g)
+    if vjp:
+        total = xp.sum(xp.where(in_support, g, zeros), axis=axis, keepdims=True)
+        prod = xp.where(in_support, g - p * total, zeros)
+    else:
+        g = xp.where(in_support, g, zeros)
+        prod = xp.where(in_support, g - xp.sum(p * g, axis=axis, keepdims=True), zeros)
+    if t != 1.0:
+        prod = prod / t
+    return xp.astype(prod, out_dtype)
+
+
+def log_softmax_vjp(
+    logp: Array, g: Array, /, axis: int = -1, *, temperature: float = 1.0, out: Array | None = None
+) -> Array:
+    r"""Vector-Jacobian product of log_softmax, from its output ``logp``.
+
+    .. math:: (g^\top J)_j = \frac{g_j - \exp(\log S_j) \sum_i g_i}{T}
+
+    Entries with ``logp == -inf`` (masked, ``-inf`` input) are constant in ``x``: their
+    cotangent is ignored and their gradient is 0, so an all-masked row gives zeros.
+
+    Parameters
+    ----------
+    logp : array
+        ``log_softmax(x, axis, temperature=T)``.
+    g : array
+        The cotangent ``dL/dlogp``, of ``logp``'s shape.
+    axis, temperature, out
+        As for :func:`softmax_vjp`.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> logp = sg.log_softmax([0.0, 0.0])
+    >>> sg.log_softmax_vjp(logp, [-1.0, 0.0])  # d(-log S_0)/dx = S - e_0
+    array([-0.5,  0.5])
+    """
+    fast = _dispatch.log_softmax_vjp(logp, g, axis, temperature, out)
+    if fast is not None:
+        return fast
+    return store_out(_log_softmax_products(logp, g, axis, temperature, ("logp", "g"), True), out)
+
+
+def log_softmax_jvp(logp: Array, v: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
+    r"""Jacobian-vector product of log_softmax, from its output ``logp``.
+
+    .. math:: (J v)_i = \frac{v_i - \sum_j S_j v_j}{T}
+
+    with ``S = exp(logp)``; entries with ``logp == -inf`` give 0.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> sg.log_softmax_jvp(sg.log_softmax([0.0, 0.0]), [1.0, 0.0])
+    array([ 0.5, -0.5])
+    """
+    return _log_softmax_products(logp, v, axis, temperature, ("logp", "v"), False)
+
+
+def softmax_hessian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
+    r"""Second derivatives of softmax, one ``N x N x N`` tensor per row.
+
+    .. math::
+        H_{ijk} = \frac{\partial^2 S_i}{\partial x_j \partial x_k}
+        = \frac{S_i \left[(\delta_{ij} - S_j)(\delta_{ik} - S_k) - S_j (\delta_{jk} - S_k)\right]}{T^2}
+
+    Symmetric in ``j`` and ``k``; summing over ``i`` gives 0.
+
+    Parameters
+    ----------
+    x, axis, temperature
+        As for :func:`softmax_jacobian`.
+
+    Returns
+    -------
+    array
+        Shape ``(..., N, N, N)`` with the softmax axis moved last, ``x``'s type and dtype.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> H = sg.softmax_hessian([0.0, 1.0])
+    >>> H.shape
+    (2, 2, 2)
+    >>> float(H[0, 0, 0])  # d2 S_0 / dx_0^2 = S_0 (1 - S_0) (1 - 2 S_0)
+    0.0908...
+    """
+    xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
+    a = _eye_minus(xp, s)
+    hess = s[..., :, None, None] * (
+        a[..., :, :, None] * a[..., :, None, :] - s[..., None, :, None] * a[..., None, :, :]
+    )
+    if t != 1.0:
+        hess = hess / (t * t)
+    return xp.astype(hess, out_dtype)

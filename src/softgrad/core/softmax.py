@@ -1,0 +1,263 @@
+"""softmax, log_softmax and logsumexp: the reference implementation.
+
+All three are built on one private helper, :func:`_shift`, which subtracts the row maximum with
+its rounding error kept (an error-free TwoSum), so that ``exp`` sees the exact shifted input, and
+which splits the normalizer into "the entries equal to the maximum" and "the rest" so that
+``logsumexp([0, -30])`` is computed as ``log1p(exp(-30))`` and not as ``log(1 + tiny)``.
+
+float32 input computes in float64 and half precision in float32, then rounds once, so results
+are within an ULP or two of the exact value. The fused CPU kernels in :mod:`._dispatch` take
+over for NumPy input when they apply, and are tested against this code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .._array import (
+    Array,
+    as_float_array,
+    check_temperature,
+    compute_dtype,
+    normalize_axis,
+    store_out,
+    validate_where,
+)
+from . import _dispatch
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+class _Shifted(NamedTuple):
+    """A row-wise shift by the maximum: ``x - max = y + lo`` exactly (up to ``lo``'s rounding)."""
+
+    y: Array  # x - max, rounded; 0 at the maxima, -inf at masked and -inf entries
+    lo: Array  # the rounding error of ``y``: x - max == y + lo
+    m: Array  # the row maximum (keepdims); -inf for empty rows, +inf for rows holding +inf
+    ties: Array  # how many entries equal the maximum (keepdims), as a float
+    rest: Array  # sum of exp(y + lo) over the other entries (keepdims)
+    e: Array  # exp(y + lo), to first order in lo
+
+
+def _shift(xp: Any, x: Array, axis: int, where: Array | None) -> _Shifted:
+    """Shift ``x`` (already in the compute dtype) by its maximum along ``axis``.
+
+    Rows holding +inf are treated as the limit of finite rows: the +inf entries share the mass
+    equally and every other entry gets 0. Rows with no unmasked entry, or only -inf entries, have
+    ``ties == 0`` and ``rest == 0``. A NaN anywhere in a row (unmasked) makes the whole row NaN.
+    """
+    neg_inf = xp.asarray(-xp.inf, dtype=x.dtype)
+    if where is not None:
+        x = xp.where(where, x, neg_inf)
+    m = xp.max(x, axis=axis, keepdims=True)
+    zero = xp.zeros_like(m)
+    m_shift = xp.where(xp.isinf(m), zero, m)  # NaN stays NaN and poisons the row
+    y = x - m_shift
+    pos_inf_row = m == xp.inf
+    y = xp.where(pos_inf_row, xp.where(x == xp.inf, xp.zeros_like(x), neg_inf), y)
+
+    # TwoSum(a, b) error term with a = x, b = -m, on finite values only.
+    a = xp.where(xp.isfinite(x), x, xp.zeros_like(x))
+    b = -xp.where(xp.isfinite(m), m, zero)
+    s = a + b
+    bb = s - a
+    lo = (a - (s - bb)) + (b - bb)
+
+    is_top = y == 0
+    e = xp.exp(y)
+    e = e + e * lo
+    ties = xp.sum(xp.astype(is_top, x.dtype), axis=axis, keepdims=True)
+    rest = xp.sum(xp.where(is_top, xp.zeros_like(e), e), axis=axis, keepdims=True)
+    return _Shifted(y, lo, m, ties, rest, e)
+
+
+def _log_normalizer_shift(xp: Any, sh: _Shifted) -> Array:
+    """``log(sum(exp(x - max)))``: ``log1p`` keeps small ``rest`` exact when there is one top.
+
+    Empty rows (``ties == 0``) give ``-inf``.
+    """
+    nonempty = sh.ties > 0
+    arg = xp.where(nonempty, (sh.ties - 1) + sh.rest, xp.zeros_like(sh.rest))
+    return xp.where(nonempty, xp.log1p(arg), xp.full_like(arg, -xp.inf))
+
+
+def _prepare(x: Any, axis: Any, temperature: Any, where: Any) -> tuple[Any, Array, int, Array, Any]:
+    xp, x = as_float_array(x, "x")
+    axis = normalize_axis(axis, x.ndim)
+    t = check_temperature(temperature)
+    where = validate_where(xp, where, x)
+    out_dtype = x.dtype
+    xc = xp.astype(x, compute_dtype(xp, out_dtype))
+    if t != 1.0:
+        xc = xc / t
+    return xp, xc, axis, where, out_dtype
+
+
+def softmax(
+    x: Array,
+    /,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    where: Array | None = None,
+    out: Array | None = None,
+) -> Array:
+    r"""Softmax along ``axis``: probabilities that sum to 1.
+
+    .. math:: S_i = \frac{\exp(x_i / T)}{\sum_j \exp(x_j / T)}
+
+    computed as :math:`\exp(x_i/T - m) / \sum_j \exp(x_j/T - m)` with :math:`m` the row
+    maximum, so it never overflows. Softmax is the gradient of :func:`logsumexp` and the
+    exponential of :func:`log_softmax`.
+
+    Parameters
+    ----------
+    x : array_like
+        Real input of any shape with at least one dimension. Integers are promoted to the
+        default floating dtype of their array library; complex input is a ``TypeError``.
+    axis : int, optional
+        The axis to normalize over (default -1). All other axes are batch axes.
+    temperature : float, optional
+        ``T > 0``: the input is divided by ``T`` first (default 1).
+    where : array of bool, optional
+        Broadcastable to ``x``. False entries are left out of the normalization and get
+        probability 0.
+    out : numpy.ndarray, optional
+        A NumPy array of ``x``'s shape and dtype to write the result into (NumPy input only).
+
+    Returns
+    -------
+    array
+        Same array type, shape, dtype and device as ``x``.
+
+    Notes
+    -----
+    float32 computes in float64 and float16/bfloat16 in float32; the result is within a few
+    ULP of the exact value. Special rows:
+
+    * a row holding ``+inf`` shares the mass equally among its ``+inf`` entries (the limit);
+    * a row whose entries are all ``-inf`` or all masked gives 0 everywhere;
+    * a NaN anywhere in a row (unmasked) gives NaN for the whole row.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> sg.softmax([1.0, 2.0, 3.0])
+    array([0.09003057, 0.24472847, 0.66524096])
+    >>> sg.softmax([1000.0, 2000.0, 3000.0])  # the naive formula gives nan here
+    array([0., 0., 1.])
+    >>> sg.softmax([1.0, 2.0, 3.0], where=[True, False, True])
+    array([0.11920292, 0.        , 0.88079708])
+    """
+    fast = _dispatch.softmax(x, axis, temperature, where, out)
+    if fast is not None:
+        return fast
+    xp, xc, axis, where, out_dtype = _prepare(x, axis, temperature, where)
+    sh = _shift(xp, xc, axis, where)
+    total = sh.ties + sh.rest
+    total = xp.where(total > 0, total, xp.ones_like(total))  # empty rows: 0 / 1 = 0
+    s = sh.e / total
+    return store_out(xp.astype(s, out_dtype), out)
+
+
+def log_softmax(
+    x: Array,
+    /,
+    axis: int = -1,
+    *,
+    temperature: float = 1.0,
+    where: Array | None = None,
+    out: Array | None = None,
+) -> Array:
+    r"""Logarithm of :func:`softmax`, computed without forming softmax.
+
+    .. math:: \log S_i = x_i / T - \operatorname{logsumexp}(x / T)
+
+    Exact where softmax underflows: ``log_softmax([0, -1000]) == [0, -1000]``.
+
+    Parameters
+    ----------
+    x, axis, temperature, where, out
+        As for :func:`softmax`.
+
+    Returns
+    -------
+    array
+        Same array type, shape, dtype and device as ``x``.
+
+    Notes
+    -----
+    Masked entries and ``-inf`` entries give ``-inf``; a row that is all ``-inf`` or all masked
+    gives ``-inf`` everywhere; in a row holding ``k`` entries equal to ``+inf`` those entries
+    give ``-log(k)`` and the others ``-inf``; a NaN makes its row NaN.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> sg.log_softmax([0.0, -1000.0])
+    array([    0., -1000.])
+    >>> sg.log_softmax([1.0, 2.0, 3.0])
+    array([-2.40760596, -1.40760596, -0.40760596])
+    """
+    fast = _dispatch.log_softmax(x, axis, temperature, where, out)
+    if fast is not None:
+        return fast
+    xp, xc, axis, where, out_dtype = _prepare(x, axis, temperature, where)
+    sh = _shift(xp, xc, axis, where)
+    shift = _log_normalizer_shift(xp, sh)
+    shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)  # empty rows stay -inf
+    logp = (sh.y - shift) + sh.lo
+    return store_out(xp.astype(logp, out_dtype), out)
+
+
+def logsumexp(
+    x: Array,
+    /,
+    axis: int = -1,
+    *,
+    keepdims: bool = False,
+    where: Array | None = None,
+    out: Array | None = None,
+) -> Array:
+    r"""Log of the sum of exponentials along ``axis``, without overflow.
+
+    .. math:: \operatorname{logsumexp}(x) = m + \log \sum_i \exp(x_i - m), \quad m = \max_i x_i
+
+    The sum over the non-maximal entries goes through ``log1p``, so results near 0 are exact
+    (``logsumexp([0, -30]) == log1p(exp(-30))``). Its gradient is :func:`softmax`.
+
+    Parameters
+    ----------
+    x, axis, where, out
+        As for :func:`softmax`.
+    keepdims : bool, optional
+        Keep the reduced axis with length 1.
+
+    Returns
+    -------
+    array
+        ``x``'s array type and dtype, with ``axis`` removed (or of length 1 with ``keepdims``).
+
+    Notes
+    -----
+    An empty row (all ``-inf`` or all masked) gives ``-inf``; a row holding ``+inf`` gives
+    ``+inf``; a NaN gives NaN.
+
+    Examples
+    --------
+    >>> import softgrad as sg
+    >>> float(sg.logsumexp([1000.0, 1000.0]))
+    1000.6931471805599...
+    >>> float(sg.logsumexp([0.0, -30.0]))
+    9.357622968839737e-14
+    """
+    fast = _dispatch.logsumexp(x, axis, keepdims, where, out)
+    if fast is not None:
+        return fast
+    xp, xc, axis, where, out_dtype = _prepare(x, axis, 1.0, where)
+    sh = _shift(xp, xc, axis, where)
+    shift = _log_normalizer_shift(xp, sh)
+    lse = sh.m + xp.where(xp.isinf(sh.m), xp.zeros_like(shift), shift)
+    if not keepdims:
+        lse = xp.squeeze(lse, axis=axis)
+    return store_out(xp.astype(lse, out_dtype), out)

@@ -1,0 +1,1 @@
+"""Interfaces layer: the command line, plots and benchmarks. Nothing below imports it."""

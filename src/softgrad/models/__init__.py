@@ -1,0 +1,3 @@
+"""Models layer: estimators and their solvers."""
+
+__all__: list[str] = []
