@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m softgrad demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy
 
 test: lint
