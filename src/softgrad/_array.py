@@ -18,6 +18,7 @@ __all__ = [
     "Array",
     "array_namespace",
     "as_float_array",
+    "cast_result",
     "check_same_shape",
     "check_temperature",
     "compute_dtype",
@@ -157,6 +158,25 @@ def compute_dtype(xp: Any, dtype: Any) -> Any:
     if dtype == xp.float32:
         return xp.float64 if _has_float64(xp) else dtype
     return xp.float32
+
+
+def cast_result(xp: Any, result: Any, dtype: Any) -> Any:
+    """``result`` (in the compute dtype) rounded to ``dtype``, without overflow warnings.
+
+    Values beyond the largest finite ``dtype`` number by half an ULP or more round to +-inf, as
+    round-to-nearest does; they are set to +-inf first so that the cast itself never overflows.
+    """
+    if result.dtype == dtype:
+        return result
+    fi = xp.finfo(dtype)
+    fmax = float(fi.max)
+    emax = math.frexp(fmax)[1]
+    bits = round(1 - math.log2(float(fi.eps)))
+    omega = math.ldexp(1.0, emax) - math.ldexp(1.0, emax - bits - 1)  # halfway past fmax
+    if omega < float(xp.finfo(result.dtype).max):
+        inf = xp.asarray(xp.inf, dtype=result.dtype)
+        result = xp.where(result >= omega, inf, xp.where(result <= -omega, -inf, result))
+    return xp.astype(result, dtype)
 
 
 def _has_float64(xp: Any) -> bool:

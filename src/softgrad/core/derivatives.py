@@ -11,6 +11,7 @@ from typing import Any
 from .._array import (
     Array,
     as_float_array,
+    cast_result,
     check_same_shape,
     check_temperature,
     compute_dtype,
@@ -82,7 +83,7 @@ def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -
     jac = s[..., :, None] * _eye_minus(xp, s)
     if t != 1.0:
         jac = jac / t
-    return xp.astype(jac, out_dtype)
+    return cast_result(xp, jac, out_dtype)
 
 
 def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
@@ -118,7 +119,7 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
     jac = xp.where(in_support[..., :, None], _eye_minus(xp, s), xp.zeros_like(s[..., None, :]))
     if t != 1.0:
         jac = jac / t
-    return xp.astype(jac, out_dtype)
+    return cast_result(xp, jac, out_dtype)
 
 
 def _pair(a: Any, b: Any, name_a: str, name_b: str, axis: Any) -> tuple[Any, Array, Array, int, Any]:
@@ -137,7 +138,7 @@ def _softmax_product(s: Any, v: Any, axis: Any, temperature: Any, names: tuple[s
     prod = s * (v - xp.sum(v * s, axis=axis, keepdims=True))
     if t != 1.0:
         prod = prod / t
-    return xp.astype(prod, out_dtype)
+    return cast_result(xp, prod, out_dtype)
 
 
 def softmax_vjp(
@@ -211,7 +212,7 @@ def _log_softmax_products(
         prod = xp.where(in_support, g - xp.sum(p * g, axis=axis, keepdims=True), zeros)
     if t != 1.0:
         prod = prod / t
-    return xp.astype(prod, out_dtype)
+    return cast_result(xp, prod, out_dtype)
 
 
 def log_softmax_vjp(
@@ -297,4 +298,4 @@ def softmax_hessian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) ->
     )
     if t != 1.0:
         hess = hess / (t * t)
-    return xp.astype(hess, out_dtype)
+    return cast_result(xp, hess, out_dtype)

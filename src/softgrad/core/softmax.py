@@ -12,11 +12,15 @@ over for NumPy input when they apply, and are tested against this code.
 
 from __future__ import annotations
 
+import math
+import struct
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from .._array import (
     Array,
     as_float_array,
+    cast_result,
     check_temperature,
     compute_dtype,
     normalize_axis,
@@ -29,22 +33,23 @@ __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
 class _Shifted(NamedTuple):
-    """A row-wise shift by the maximum: ``x - max = y + lo`` exactly (up to ``lo``'s rounding)."""
+    """A row-wise shift by the maximum: ``(x - max) / T = y + lo`` up to ``lo``'s rounding."""
 
-    y: Array  # x - max, rounded; 0 at the maxima, -inf at masked and -inf entries
-    lo: Array  # the rounding error of ``y``: x - max == y + lo
-    m: Array  # the row maximum (keepdims); -inf for empty rows, +inf for rows holding +inf
+    y: Array  # (x - max) / T, rounded; 0 at the maxima, -inf at masked and -inf entries
+    lo: Array  # the rounding error of ``y``: (x - max) / T == y + lo
+    m: Array  # the row maximum of x (keepdims); -inf for empty rows, +inf for rows holding +inf
     ties: Array  # how many entries equal the maximum (keepdims), as a float
     rest: Array  # sum of exp(y + lo) over the other entries (keepdims)
     e: Array  # exp(y + lo), to first order in lo
 
 
-def _shift(xp: Any, x: Array, axis: int, where: Array | None) -> _Shifted:
-    """Shift ``x`` (already in the compute dtype) by its maximum along ``axis``.
+def _shift(xp: Any, x: Array, axis: int, where: Array | None, t: float = 1.0) -> _Shifted:
+    """Shift ``x`` (already in the compute dtype) by its maximum along ``axis``, then divide by ``t``.
 
     Rows holding +inf are treated as the limit of finite rows: the +inf entries share the mass
     equally and every other entry gets 0. Rows with no unmasked entry, or only -inf entries, have
     ``ties == 0`` and ``rest == 0``. A NaN anywhere in a row (unmasked) makes the whole row NaN.
+    Differences beyond the largest float (``[1e308, -1e308]``) round to -inf without overflowing.
     """
     neg_inf = xp.asarray(-xp.inf, dtype=x.dtype)
     if where is not None:
@@ -52,16 +57,27 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None) -> _Shifted:
     m = xp.max(x, axis=axis, keepdims=True)
     zero = xp.zeros_like(m)
     m_shift = xp.where(xp.isinf(m), zero, m)  # NaN stays NaN and poisons the row
-    y = x - m_shift
+    # x - m overflows only when x and m are huge and of opposite signs; then the exact
+    # difference is below -max and rounds to -inf. Halving is exact, so test on halves.
+    fmax = float(xp.finfo(x.dtype).max)
+    finite = xp.isfinite(x)
+    half_diff = x * 0.5 - m_shift * 0.5
+    beyond = finite & (half_diff < -0.5 * fmax)
+    y = xp.where(beyond, neg_inf, x - xp.where(beyond, x, m_shift))
     pos_inf_row = m == xp.inf
     y = xp.where(pos_inf_row, xp.where(x == xp.inf, xp.zeros_like(x), neg_inf), y)
 
-    # TwoSum(a, b) error term with a = x, b = -m, on finite values only.
-    a = xp.where(xp.isfinite(x), x, xp.zeros_like(x))
+    # TwoSum(a, b) error term with a = x, b = -m, on finite differences only.
+    a = xp.where(finite & ~beyond, x, xp.zeros_like(x))
     b = -xp.where(xp.isfinite(m), m, zero)
     s = a + b
     bb = s - a
     lo = (a - (s - bb)) + (b - bb)
+    if t != 1.0:
+        y, lo = _divide(xp, y, lo, t)
+        if t > 1.0:  # a difference beyond the largest float may come back in range
+            q = _quotient(xp, xp.where(beyond, half_diff, xp.zeros_like(x)), 0.5 * t)
+            y = xp.where(beyond, q, y)
 
     is_top = y == 0
     e = xp.exp(y)
@@ -69,6 +85,65 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None) -> _Shifted:
     ties = xp.sum(xp.astype(is_top, x.dtype), axis=axis, keepdims=True)
     rest = xp.sum(xp.where(is_top, xp.zeros_like(e), e), axis=axis, keepdims=True)
     return _Shifted(y, lo, m, ties, rest, e)
+
+
+def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
+    """``(y + lo) / t`` as ``q + lo_q`` with the rounding error of ``y / t`` kept.
+
+    The remainder ``r = y - q t`` of the rounded quotient ``q`` is exact in floating point; it is
+    found with Dekker's product (Veltkamp splits of ``q`` and ``t``), so that ``exp`` sees the
+    exact tempered input, as it does for ``t == 1``. Quotients beyond the largest float round to
+    -inf (``y <= 0``) without overflowing.
+    """
+    dtype = y.dtype
+    fi = xp.finfo(dtype)
+    fmax = float(fi.max)
+    emax = math.frexp(fmax)[1]
+    bits = round(1 - math.log2(float(fi.eps)))  # 53 for float64, 24 for float32
+    half = (bits + 1) // 2
+    tc = t
+    if bits != 53:  # float32 compute (half input): t as float32, kept in its normal range
+        tc = min(max(t, float(fi.smallest_normal)), fmax)
+        tc = struct.unpack("f", struct.pack("f", tc))[0]
+    mant, exp = math.frexp(tc)
+    t_hi = math.ldexp(math.floor(math.ldexp(mant, half)), exp - half)  # ``half`` leading bits
+    t_lo = tc - t_hi
+
+    q = _quotient(xp, y, tc)
+    # Split moderate quotients only: beyond them the correction is far below an ULP of q.
+    ok = xp.isfinite(q) & (xp.abs(q) < math.ldexp(1.0, emax // 2)) & (xp.abs(y) < math.ldexp(1.0, emax - 2))
+    qs = xp.where(ok, q, xp.zeros_like(q))
+    c = qs * float(2**half + 1)
+    q_hi = c - (c - qs)
+    q_lo = qs - q_hi
+    p = qs * tc
+    err = ((q_hi * t_hi - p) + q_hi * t_lo + q_lo * t_hi) + q_lo * t_lo  # qs * tc == p + err
+    r = (y - p) - err  # y - p is exact (Sterbenz)
+    return q, xp.where(ok, r + lo, xp.zeros_like(y)) / tc
+
+
+def _quotient(xp: Any, y: Array, t: float) -> Array:
+    """``y / t`` for ``y <= 0``, with quotients beyond the largest float set to -inf first."""
+    fi = xp.finfo(y.dtype)
+    bits = round(1 - math.log2(float(fi.eps)))
+    limit = _overflow_limit(float(fi.max), bits, t)
+    if not math.isfinite(limit):
+        return y / t
+    over = y <= -limit
+    return xp.where(over, xp.asarray(-xp.inf, dtype=y.dtype), xp.where(over, xp.zeros_like(y), y) / t)
+
+
+def _overflow_limit(fmax: float, bits: int, t: float) -> float:
+    """The smallest float ``v`` with ``v / t`` rounding beyond ``fmax`` (inf when there is none)."""
+    emax = math.frexp(fmax)[1]
+    omega = Fraction(2) ** emax - Fraction(2) ** (emax - bits - 1)  # halfway past fmax
+    bound = omega * Fraction(t)
+    if bound > fmax:
+        return math.inf
+    v = float(bound)
+    if Fraction(v) < bound:
+        v = math.nextafter(v, math.inf)
+    return v
 
 
 def _log_normalizer_shift(xp: Any, sh: _Shifted) -> Array:
@@ -81,16 +156,14 @@ def _log_normalizer_shift(xp: Any, sh: _Shifted) -> Array:
     return xp.where(nonempty, xp.log1p(arg), xp.full_like(arg, -xp.inf))
 
 
-def _prepare(x: Any, axis: Any, temperature: Any, where: Any) -> tuple[Any, Array, int, Array, Any]:
+def _prepare(x: Any, axis: Any, temperature: Any, where: Any) -> tuple[Any, Array, int, Array, Any, float]:
     xp, x = as_float_array(x, "x")
     axis = normalize_axis(axis, x.ndim)
     t = check_temperature(temperature)
     where = validate_where(xp, where, x)
     out_dtype = x.dtype
     xc = xp.astype(x, compute_dtype(xp, out_dtype))
-    if t != 1.0:
-        xc = xc / t
-    return xp, xc, axis, where, out_dtype
+    return xp, xc, axis, where, out_dtype, t
 
 
 def softmax(
@@ -152,8 +225,8 @@ def softmax(
     fast = _dispatch.softmax(x, axis, temperature, where, out)
     if fast is not None:
         return fast
-    xp, xc, axis, where, out_dtype = _prepare(x, axis, temperature, where)
-    sh = _shift(xp, xc, axis, where)
+    xp, xc, axis, where, out_dtype, t = _prepare(x, axis, temperature, where)
+    sh = _shift(xp, xc, axis, where, t)
     total = sh.ties + sh.rest
     total = xp.where(total > 0, total, xp.ones_like(total))  # empty rows: 0 / 1 = 0
     s = sh.e / total
@@ -202,12 +275,12 @@ def log_softmax(
     fast = _dispatch.log_softmax(x, axis, temperature, where, out)
     if fast is not None:
         return fast
-    xp, xc, axis, where, out_dtype = _prepare(x, axis, temperature, where)
-    sh = _shift(xp, xc, axis, where)
+    xp, xc, axis, where, out_dtype, t = _prepare(x, axis, temperature, where)
+    sh = _shift(xp, xc, axis, where, t)
     shift = _log_normalizer_shift(xp, sh)
     shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)  # empty rows stay -inf
     logp = (sh.y - shift) + sh.lo
-    return store_out(xp.astype(logp, out_dtype), out)
+    return store_out(cast_result(xp, logp, out_dtype), out)
 
 
 def logsumexp(
@@ -254,10 +327,10 @@ def logsumexp(
     fast = _dispatch.logsumexp(x, axis, keepdims, where, out)
     if fast is not None:
         return fast
-    xp, xc, axis, where, out_dtype = _prepare(x, axis, 1.0, where)
+    xp, xc, axis, where, out_dtype, _ = _prepare(x, axis, 1.0, where)
     sh = _shift(xp, xc, axis, where)
     shift = _log_normalizer_shift(xp, sh)
     lse = sh.m + xp.where(xp.isinf(sh.m), xp.zeros_like(shift), shift)
     if not keepdims:
         lse = xp.squeeze(lse, axis=axis)
-    return store_out(xp.astype(lse, out_dtype), out)
+    return store_out(cast_result(xp, lse, out_dtype), out)
