@@ -1,0 +1,621 @@
+"""SoftmaxRegression on Dask: fit on row-chunked Dask arrays and DataFrames, predict lazily.
+
+The objective ``C * sum_i s_i CE_i + 0.5 * ||W||^2`` is a sum over rows, so each evaluation of
+the objective and its gradient, or of a Hessian-vector product, is ONE map-reduce over the row
+blocks:
+
+* the blocks (X, the encoded labels, the sample weights) are persisted on the workers once, from
+  a graph that the scheduler can recompute, so a block lost with a worker is rebuilt and the fit
+  goes on with the same numbers;
+* the coefficients enter each evaluation's graph as one key that every block task references,
+  so they travel to a worker once per evaluation, not once per block;
+* each block computes its partial with the in-memory data term of the model (the library's own
+  cross-entropy value, gradient and Hessian-vector product);
+* the partials are summed in float64 in a fixed tree (blocks in order, fan-in 8), so the result
+  does not depend on which worker finished first and a fit is reproducible bit for bit.
+
+The driver holds the coefficients and the summed partials only, never a block of X.
+Dask is imported lazily: importing :mod:`softgrad.models` does not import it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._objective import SoftmaxObjective, data_hvp, data_value_and_grad
+
+__all__: list[str] = []  # private module: SoftmaxRegression dispatches here on Dask input
+
+_FAN_IN = 8  # partials summed per reduce task
+
+
+def is_dask_collection(x: Any) -> bool:
+    """True for a Dask collection (array, DataFrame, Series), without importing Dask."""
+    if "dask" not in sys.modules:  # nothing can be a Dask collection before Dask is imported
+        return False
+    import dask
+
+    return bool(dask.is_dask_collection(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Input: Dask arrays and DataFrames chunked by rows
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_dataframe(x: Any) -> bool:
+    return hasattr(x, "columns") and hasattr(x, "map_partitions")
+
+
+def _is_series(x: Any) -> bool:
+    return hasattr(x, "map_partitions") and hasattr(x, "name") and not hasattr(x, "columns")
+
+
+def as_row_array(X: Any, name: str = "X", *, lengths: bool = True) -> tuple[Any, list[Any] | None]:
+    """``X`` as a 2-D Dask array with one chunk along the features, and its column names.
+
+    A Dask DataFrame becomes an array of its values (every column must be numeric); with
+    ``lengths`` the row counts of its partitions are computed (cheap once it is persisted).
+    """
+    import dask.array as da
+
+    names = None
+    if _is_dataframe(X):
+        bad = [str(c) for c, t in X.dtypes.items() if not (np.issubdtype(t, np.number) or t == bool)]
+        if bad:
+            raise TypeError(f"{name} must have numeric columns only, got non-numeric columns {bad}")
+        names = list(X.columns)
+        X = X.to_dask_array(lengths=lengths)
+    elif not isinstance(X, da.Array):
+        raise TypeError(f"{name} must be a Dask array or DataFrame, got {type(X).__name__}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    elif X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
+    if len(X.chunks[1]) > 1:  # blocks must hold whole rows
+        X = X.rechunk({1: -1})
+    return X, names
+
+
+def as_row_vector(v: Any, rows: tuple[int, ...], name: str) -> Any:
+    """``v`` (Dask or NumPy, 1-D) as a Dask array chunked like the rows of X."""
+    import dask.array as da
+
+    if _is_dataframe(v):
+        if len(v.columns) != 1:
+            raise ValueError(f"{name} must be 1-D, got a DataFrame with {len(v.columns)} columns")
+        v = v[v.columns[0]]
+    if _is_series(v):
+        v = v.to_dask_array(lengths=True)
+    elif not isinstance(v, da.Array):
+        v = np.asarray(v)
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {v.shape}")
+        v = da.from_array(v, chunks=(rows,))
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {v.shape}")
+    if v.shape[0] != sum(rows):
+        raise ValueError(f"{name} has {v.shape[0]} entries but X has {sum(rows)} rows")
+    if v.chunks[0] != rows:
+        v = v.rechunk((rows,))
+    return v
+
+
+@dataclass
+class DaskData:
+    """Row blocks persisted on the workers, and what one pass over them found."""
+
+    X: Any  # Dask array (n, N), persisted
+    y: Any  # Dask array (n,) of class indices (intp), persisted
+    sample_weight: Any  # Dask array (n,) or None, persisted
+    classes: np.ndarray
+    feature_names: list[Any] | None  # the DataFrame's columns
+    class_counts: np.ndarray  # rows per class (unweighted)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    def blocks(self) -> list[tuple[Any, Any, Any]]:
+        """One ``(X_b, y_b, sw_b)`` triple of Delayed per row block (``sw_b`` may be None)."""
+        xs = self.X.to_delayed(optimize_graph=False).ravel()
+        ys = self.y.to_delayed(optimize_graph=False).ravel()
+        if self.sample_weight is None:
+            return [(xb, yb, None) for xb, yb in zip(xs, ys, strict=True)]
+        ss = self.sample_weight.to_delayed(optimize_graph=False).ravel()
+        return list(zip(xs, ys, ss, strict=True))
+
+
+def _encode_block(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return np.searchsorted(classes, y).astype(np.intp)
+
+
+def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
+    """Validate, persist and encode the training data in as few passes as the checks allow.
+
+    The sources are read once (``persist``); then one pass over the persisted blocks finds the
+    classes and their counts (``da.unique``) and checks that X and the weights are finite; the
+    encoded labels are persisted beside X. Nothing but those small results reaches the driver.
+    """
+    import dask
+    import dask.array as da
+
+    if y is None:
+        raise ValueError("y is required: SoftmaxRegression is a supervised model")
+    if _is_dataframe(X):
+        # read the source once: X and y often come from one DataFrame and share its partitions
+        if is_dask_collection(y):
+            X, y = dask.persist(X, y)
+        else:
+            (X,) = dask.persist(X)
+    X, names = as_row_array(X, "X")
+    rows = X.chunks[0]
+    if any(c == 0 for c in rows):  # empty partitions give empty blocks: harmless, but drop them
+        pass
+    y = as_row_vector(y, rows, "y")
+    if y.dtype.kind == "f":
+        pass  # float labels are allowed (sklearn accepts them); classes are their distinct values
+    sw = None
+    if sample_weight is not None:
+        sw = as_row_vector(sample_weight, rows, "sample_weight")
+        if sw.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
+        sw = sw.astype(np.float64)
+    X, y, sw = dask.persist(X, y, sw)
+    if X.shape[0] == 0:
+        raise ValueError("X has 0 rows: at least one sample is required")
+    checks = [da.unique(y, return_counts=True), da.isfinite(X).all()]
+    if sw is not None:
+        checks.append((da.isfinite(sw) & (sw >= 0)).all())
+    (classes, counts), x_ok, *sw_ok = dask.compute(*checks)
+    if not bool(x_ok):
+        raise ValueError("X contains NaN or infinity")
+    if sw_ok and not bool(sw_ok[0]):
+        raise ValueError("sample_weight must be finite and >= 0")
+    classes = np.asarray(classes)
+    y_enc = y.map_blocks(_encode_block, dask.delayed(classes), meta=np.empty((0,), dtype=np.intp))
+    (y_enc,) = dask.persist(y_enc)
+    return DaskData(X, y_enc, sw, classes, names, np.asarray(counts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Map-reduce over the blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_partial(result: Any) -> tuple[np.ndarray, ...]:
+    """A block's result as a tuple of float64 arrays (scalars become 0-d arrays)."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    return tuple(np.asarray(r, dtype=np.float64) for r in result)
+
+
+def _sum_partials(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Sum partials in the order given (a fixed order makes the float64 sum reproducible)."""
+    acc = [p.copy() for p in parts[0]]
+    for part in parts[1:]:
+        for a, p in zip(acc, part, strict=True):
+            a += p
+    return tuple(acc)
+
+
+def _run_block(func: Callable[..., Any], X: Any, y: Any, sw: Any, shared: tuple[Any, ...]) -> Any:
+    return _as_partial(func(X, y, sw, *shared))
+
+
+class BlockMapReduce:
+    """Evaluate ``sum_b func(X_b, y_b, sw_b, *vectors)`` over persisted blocks, one graph a call.
+
+    ``vectors`` (the coefficients, a direction) become ONE key of the graph, referenced by every
+    block task; the partials (tuples of arrays) are summed in a fixed tree in float64.
+    """
+
+    def __init__(self, data: DaskData, fan_in: int = _FAN_IN) -> None:
+        self.data = data
+        self._blocks = data.blocks()
+        self._fan_in = fan_in
+        self.n_calls = 0
+
+    def graph(self, func: Callable[..., Any], *vectors: Any) -> Any:
+        """The Delayed whose value is the summed partials (one evaluation's graph)."""
+        import dask
+
+        token = uuid.uuid4().hex
+        shared = dask.delayed(_shared, pure=False)(*vectors, dask_key_name=f"softgrad-coef-{token}")
+        parts = [
+            dask.delayed(_run_block)(func, xb, yb, sb, shared, dask_key_name=f"softgrad-partial-{token}-{i}")
+            for i, (xb, yb, sb) in enumerate(self._blocks)
+        ]
+        level = 0
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(_sum_partials)(
+                    *parts[i : i + self._fan_in], dask_key_name=f"softgrad-sum-{token}-{level}-{i}"
+                )
+                for i in range(0, len(parts), self._fan_in)
+            ]
+            level += 1
+        return parts[0]
+
+    def __call__(self, func: Callable[..., Any], *vectors: Any) -> tuple[np.ndarray, ...]:
+        import dask
+
+        self.n_calls += 1
+        (total,) = dask.compute(self.graph(func, *vectors))
+        return tuple(total)
+
+
+def _shared(*vectors: Any) -> tuple[Any, ...]:
+    return vectors
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective: SoftmaxObjective whose data term is a map-reduce over the blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _block_value_and_grad(X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None) -> tuple[Any, ...]:
+    d, gW, gb = data_value_and_grad(X, y, sw, W, b)
+    return (d, gW) if gb is None else (d, gW, gb)
+
+
+def _block_hvp(
+    X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+) -> tuple[Any, ...]:
+    hW, hb = data_hvp(X, y, sw, W, b, dW, db)
+    return (hW,) if hb is None else (hW, hb)
+
+
+class DaskObjective(SoftmaxObjective):
+    """The softmax-regression objective over persisted Dask blocks.
+
+    The penalty and the packing come from :class:`~._objective.SoftmaxObjective`; the data term
+    and its Hessian-vector product are each one map-reduce (:class:`BlockMapReduce`) of the
+    in-memory block functions :func:`~._objective.data_value_and_grad` and
+    :func:`~._objective.data_hvp`. ``W`` and ``b`` travel in the training dtype.
+    """
+
+    def __init__(self, data: DaskData, *, C: float, fit_intercept: bool, sw_sum: float) -> None:
+        super().__init__(
+            data.n_features,
+            len(data.classes),
+            C=C,
+            fit_intercept=fit_intercept,
+            dtype=data.X.dtype,
+            sw_sum=sw_sum,
+        )
+        self.data = data
+        self.map_reduce = BlockMapReduce(data)
+
+    def data_value_and_grad(
+        self, W: np.ndarray, b: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        d, gW, *gb = self.map_reduce(_block_value_and_grad, W, b)
+        return float(d), gW, (gb[0] if gb else None)
+
+    def data_hvp(
+        self, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        hW, *hb = self.map_reduce(_block_hvp, W, b, dW, db)
+        return hW, (hb[0] if hb else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------
+
+
+def _class_weight_vector(class_weight: Any, classes: np.ndarray, weighted_counts: np.ndarray) -> np.ndarray:
+    """Per-class weights as scikit-learn computes them, from the (weighted) class counts."""
+    if isinstance(class_weight, str):  # "balanced": sum(s) / (T * weighted count of the class)
+        with np.errstate(divide="ignore"):
+            return weighted_counts.sum() / (classes.size * weighted_counts)
+    from sklearn.utils.class_weight import compute_class_weight
+
+    return np.asarray(compute_class_weight(class_weight, classes=classes, y=classes), dtype=np.float64)
+
+
+def _row_weights(y: np.ndarray, sw: np.ndarray | None, cw: np.ndarray) -> np.ndarray:
+    w = cw[y]
+    return w if sw is None else (sw * w).astype(sw.dtype)
+
+
+def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = None) -> Any:
+    """:meth:`SoftmaxRegression.fit` on Dask input: the same objective and solvers, on the workers.
+
+    ``model``'s parameters are already validated. Returns ``model``, fitted: an ordinary
+    SoftmaxRegression whose attributes are NumPy arrays.
+    """
+    import warnings
+
+    import dask
+    import dask.array as da
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_random_state
+
+    data = prepare_data(X, y, sample_weight)
+    classes = data.classes
+    check_classification_targets(classes)
+    if classes.size < 2:
+        raise ValueError(
+            "SoftmaxRegression needs samples of at least 2 classes in the data, "
+            f"but the data contains only one class: {classes[0]!r}"
+        )
+    dtype = data.X.dtype
+    sw = data.sample_weight
+    if sw is not None:
+        sw = sw.astype(dtype)  # as the in-memory fit: row weights in the training dtype
+    if model.class_weight is not None:
+        counts = data.class_counts.astype(np.float64)
+        if data.sample_weight is not None:
+            counts = da.bincount(data.y, weights=data.sample_weight, minlength=classes.size).compute()
+        cw = _class_weight_vector(model.class_weight, classes, counts).astype(dtype)
+        sw = da.map_blocks(_row_weights, data.y, sw, dask.delayed(cw), meta=np.empty((0,), dtype=dtype))
+    if sw is None:
+        sw_sum = float(data.n_samples)
+    else:
+        (sw,) = dask.persist(sw)
+        sw_sum = float(da.sum(sw, dtype=np.float64).compute())
+    data = DaskData(data.X, data.y, sw, classes, data.feature_names, data.class_counts)
+
+    obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
+    w0 = model._initial_point(obj, classes, data.n_features)
+    cb = model._verbose_callback(callback)
+    if model.solver == "sgd":
+        batch = min(256, data.n_samples) if model.batch_size is None else model.batch_size
+        result = sgd(
+            obj,
+            w0,
+            tol=model.tol,
+            max_iter=model.max_iter,
+            batch_size=batch,
+            learning_rate=model.learning_rate,
+            rng=check_random_state(model.random_state),
+            callback=cb,
+        )
+    else:
+        result = model._solve(obj, w0, cb, data.n_samples)
+    # What follows mirrors the end of SoftmaxRegression.fit (models/regression.py).
+    if not result.converged and model.solver != "sgd":
+        warnings.warn(
+            f"SoftmaxRegression (solver={model.solver!r}) did not reach tol={model.tol} in "
+            f"{result.n_iter} iterations ({result.message}); increase max_iter.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    W, b = obj.unpack(result.w)
+    W = np.array(W, dtype=dtype)
+    b = np.zeros(classes.size, dtype=dtype) if b is None else np.array(b, dtype=dtype)
+    if model.fit_intercept:
+        b -= b.mean(dtype=np.float64).astype(dtype)
+    if not np.isfinite(model.C):
+        W -= W.mean(axis=0, dtype=np.float64).astype(dtype)
+    model.coef_, model.intercept_, model.classes_ = W, b, classes
+    model.n_iter_ = int(result.n_iter)
+    model.loss_curve_ = np.asarray(result.loss_curve, dtype=np.float64)
+    model.n_features_in_ = data.n_features
+    names = data.feature_names
+    if names is not None and all(isinstance(c, str) for c in names):
+        model.feature_names_in_ = np.asarray(names, dtype=object)
+    elif hasattr(model, "feature_names_in_"):
+        del model.feature_names_in_
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# SGD streaming over the blocks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SGDSpec:
+    """What a block's SGD task needs besides the block and the state (small, sent per task)."""
+
+    n_classes: int
+    n_features: int
+    fit_intercept: bool
+    dtype: Any
+    n_samples: int
+    batch_size: int
+    eta0: float
+    lam: float
+    grad_scale: float  # C * scale
+
+
+def _sgd_block(state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, epoch: int, seed: int) -> tuple[Any, ...]:
+    """The mini-batch updates of one epoch over one block's rows, in a random order.
+
+    The same update as :func:`._solvers.sgd`: step ``eta0 / (1 + eta0 lam t)``, the gradient of
+    the batch's data term scaled to the whole set, Polyak-Ruppert averaging after epoch 1.
+    """
+    w, avg, n_avg, t = state
+    w, avg = w.copy(), avg.copy()
+    k = spec.n_classes * spec.n_features
+    order = np.random.default_rng(seed).permutation(X.shape[0])
+    for start in range(0, order.size, spec.batch_size):
+        idx = order[start : start + spec.batch_size]
+        W = w[:k].reshape(spec.n_classes, spec.n_features).astype(spec.dtype)
+        b = w[k:].astype(spec.dtype) if spec.fit_intercept else None
+        _, gW, gb = data_value_and_grad(X[idx], y[idx], None if sw is None else sw[idx], W, b)
+        parts = [np.asarray(gW, dtype=np.float64).ravel()]
+        if gb is not None:
+            parts.append(np.asarray(gb, dtype=np.float64))
+        g = np.concatenate(parts) * (spec.grad_scale * spec.n_samples / idx.size)
+        if spec.lam:
+            g[:k] += spec.lam * w[:k]
+        w -= (spec.eta0 / (1.0 + spec.eta0 * spec.lam * t)) * g
+        t += 1
+        if epoch > 1:
+            n_avg += 1
+            avg += (w - avg) / n_avg
+    return w, avg, n_avg, t
+
+
+def _max_row_curvature(data: DaskData, fit_intercept: bool) -> float:
+    """``max_i s_i (||x_i||^2 + 1)`` (``+1`` for the intercept), one pass over the blocks."""
+    import dask.array as da
+
+    X = data.X.astype(np.float64)
+    sq = da.sum(X * X, axis=1) + (1.0 if fit_intercept else 0.0)
+    if data.sample_weight is not None:
+        sq = sq * data.sample_weight.astype(np.float64)
+    return float(sq.max().compute())
+
+
+def sgd(
+    obj: DaskObjective,
+    w0: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+    batch_size: int,
+    learning_rate: float | str,
+    rng: np.random.RandomState,
+    callback: Any = None,
+) -> Any:
+    """:func:`._solvers.sgd` streaming over Dask blocks: the state travels, the blocks stay.
+
+    Each epoch visits the blocks in a random order and, inside each block, its rows in a random
+    order, in batches of ``batch_size`` (a batch never spans two blocks). One epoch is one chain
+    of tasks, each on the worker that holds its block; the coefficients and the running average
+    pass from task to task. The schedule, the averaging and the stopping rule are those of the
+    in-memory solver; the full objective after each epoch is one map-reduce.
+    """
+    import math
+
+    import dask
+
+    from ._solvers import SolverResult
+
+    data = obj.data
+    n = data.n_samples
+    scale = obj.scale
+    C = obj.C if np.isfinite(obj.C) else 1.0
+    lam = scale if np.isfinite(obj.C) else 0.0
+    if learning_rate == "auto":
+        lipschitz = _max_row_curvature(data, obj.fit_intercept) * 0.5 * n * scale * C + lam
+        eta0 = 1.0 / lipschitz
+    else:
+        eta0 = float(learning_rate)
+    spec = _SGDSpec(
+        obj.n_classes, obj.n_features, obj.fit_intercept, obj.dtype, n, max(1, min(int(batch_size), n)), eta0, lam, C * scale
+    )
+    blocks = data.blocks()
+    w = np.array(w0, dtype=np.float64)
+    state: tuple[Any, ...] = (w, w.copy(), 0, 0)
+    curve: list[float] = []
+    f_prev, stalls, converged, epoch = math.inf, 0, False, 0
+    for epoch in range(1, max_iter + 1):  # noqa: B007
+        order = rng.permutation(len(blocks))
+        seeds = rng.randint(0, 2**31 - 1, size=len(blocks))
+        token = uuid.uuid4().hex
+        node: Any = dask.delayed(_shared, pure=False)(*state, dask_key_name=f"softgrad-sgd-{token}-start")
+        for step, i in enumerate(order):
+            xb, yb, sb = blocks[i]
+            node = dask.delayed(_sgd_block, nout=4)(
+                node, xb, yb, sb, spec, epoch, int(seeds[i]), dask_key_name=f"softgrad-sgd-{token}-{step}"
+            )
+        (state,) = dask.compute(node)
+        w, avg, n_avg, _ = state
+        current = avg if n_avg else w
+        f = obj.value_and_grad(current)[0]
+        curve.append(float(f))
+        if callback is not None:
+            callback(len(curve), float(f))
+        fs = f * scale
+        if not math.isfinite(fs):
+            return SolverResult(current, epoch, False, "diverged: lower learning_rate", curve)
+        stalls = stalls + 1 if f_prev - fs < tol * max(1.0, abs(fs)) else 0
+        f_prev = min(f_prev, fs)
+        if stalls >= 3:
+            converged = True
+            break
+    w, avg, n_avg, _ = state
+    message = "objective stopped decreasing" if converged else "maximum number of epochs reached"
+    return SolverResult(avg if n_avg else w, epoch, converged, message, curve)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lazy predictions
+# ---------------------------------------------------------------------------------------------
+
+_METHODS = ("decision_function", "predict", "predict_proba", "predict_log_proba")
+
+
+def _predict_block(X: np.ndarray, model: Any, method: str) -> np.ndarray:
+    return np.asarray(getattr(model, method)(X))
+
+
+def _block_model(model: Any) -> Any:
+    """A shallow copy of ``model`` that takes NumPy blocks without a feature-name warning."""
+    import copy
+
+    light = copy.copy(model)
+    if hasattr(light, "feature_names_in_"):
+        del light.feature_names_in_  # checked once on the driver against the DataFrame's columns
+    return light
+
+
+def predict(model: Any, X: Any, method: str, *, lengths: bool = False) -> Any:
+    """``model.<method>(X)`` as a lazy Dask array: the in-memory method on each row block.
+
+    The model enters the graph as one key. Columns of a DataFrame are checked against
+    ``feature_names_in_`` here, on the driver; nothing is computed.
+    """
+    import dask
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(model)
+    Xd, names = as_row_array(X, "X", lengths=lengths)
+    if Xd.shape[1] != model.n_features_in_:
+        raise ValueError(
+            f"X has {Xd.shape[1]} features, but SoftmaxRegression is expecting "
+            f"{model.n_features_in_} features as input"
+        )
+    fitted_names = getattr(model, "feature_names_in_", None)
+    if names is not None and fitted_names is not None and list(fitted_names) != list(names):
+        raise ValueError(
+            f"X has columns {list(names)}, but SoftmaxRegression was fitted with {list(fitted_names)}"
+        )
+    m = dask.delayed(_block_model(model), name=f"softgrad-model-{uuid.uuid4().hex}")
+    T = model.classes_.size
+    out_dtype = np.result_type(Xd.dtype, model.coef_.dtype)
+    if method == "predict":
+        meta = np.empty((0,), dtype=model.classes_.dtype)
+        return Xd.map_blocks(_predict_block, m, method, drop_axis=1, meta=meta)
+    if method == "decision_function" and T == 2:
+        return Xd.map_blocks(_predict_block, m, method, drop_axis=1, meta=np.empty((0,), dtype=out_dtype))
+    meta = np.empty((0, 0), dtype=out_dtype)
+    return Xd.map_blocks(_predict_block, m, method, chunks=(Xd.chunks[0], (T,)), meta=meta)
+
+
+def score(model: Any, X: Any, y: Any, sample_weight: Any = None) -> float:
+    """Mean accuracy of ``model.predict(X)`` against ``y`` (weighted), one pass on the workers."""
+    import dask
+
+    # a DataFrame's row counts are computed so that y lines up with X's blocks
+    pred = predict(model, X, "predict", lengths=True)
+    y = as_row_vector(y, pred.chunks[0], "y")
+    correct = (pred == y).astype(np.float64)
+    if sample_weight is None:
+        return float(correct.mean().compute())
+    sw = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
+    num, den = dask.compute((correct * sw).sum(), sw.sum())
+    return float(num / den)
