@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +50,23 @@ def is_dask_collection(x: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def _dataframe_kind(x: Any) -> str | None:
+    """"frame" for a Dask DataFrame, "series" for a Dask Series, else None."""
+    if not is_dask_collection(x) or not hasattr(x, "map_partitions"):
+        return None
+    import dask.dataframe as dd
+
+    if isinstance(x, dd.DataFrame):
+        return "frame"
+    return "series" if isinstance(x, dd.Series) else None
+
+
 def _is_dataframe(x: Any) -> bool:
-    return hasattr(x, "columns") and hasattr(x, "map_partitions")
+    return _dataframe_kind(x) == "frame"
 
 
 def _is_series(x: Any) -> bool:
-    return hasattr(x, "map_partitions") and hasattr(x, "name") and not hasattr(x, "columns")
+    return _dataframe_kind(x) == "series"
 
 
 def as_row_array(X: Any, name: str = "X", *, lengths: bool = True) -> tuple[Any, list[Any] | None]:
@@ -71,7 +83,9 @@ def as_row_array(X: Any, name: str = "X", *, lengths: bool = True) -> tuple[Any,
         if bad:
             raise TypeError(f"{name} must have numeric columns only, got non-numeric columns {bad}")
         names = list(X.columns)
-        X = X.to_dask_array(lengths=lengths)
+        with warnings.catch_warnings():  # string columns become object arrays: expected here
+            warnings.filterwarnings("ignore", "Dask currently has limited support", UserWarning)
+            X = X.to_dask_array(lengths=True if lengths else None)
     elif not isinstance(X, da.Array):
         raise TypeError(f"{name} must be a Dask array or DataFrame, got {type(X).__name__}")
     if X.ndim != 2:
@@ -96,7 +110,9 @@ def as_row_vector(v: Any, rows: tuple[int, ...], name: str) -> Any:
             raise ValueError(f"{name} must be 1-D, got a DataFrame with {len(v.columns)} columns")
         v = v[v.columns[0]]
     if _is_series(v):
-        v = v.to_dask_array(lengths=True)
+        with warnings.catch_warnings():  # string labels become an object array: expected here
+            warnings.filterwarnings("ignore", "Dask currently has limited support", UserWarning)
+            v = v.to_dask_array(lengths=True)
     elif not isinstance(v, da.Array):
         v = np.asarray(v)
         if v.ndim != 1:
@@ -132,14 +148,21 @@ class DaskData:
     def n_features(self) -> int:
         return int(self.X.shape[1])
 
-    def blocks(self) -> list[tuple[Any, Any, Any]]:
-        """One ``(X_b, y_b, sw_b)`` triple of Delayed per row block (``sw_b`` may be None)."""
-        xs = self.X.to_delayed(optimize_graph=False).ravel()
-        ys = self.y.to_delayed(optimize_graph=False).ravel()
-        if self.sample_weight is None:
-            return [(xb, yb, None) for xb, yb in zip(xs, ys, strict=True)]
-        ss = self.sample_weight.to_delayed(optimize_graph=False).ravel()
+    def block_keys(self) -> list[tuple[Any, Any, Any]]:
+        """The graph keys ``(X_b, y_b, sw_b)`` of each row block (``sw_b`` None without weights)."""
+        xs = [row[0] for row in self.X.__dask_keys__()]  # one chunk along the features
+        ys = list(self.y.__dask_keys__())
+        ss = [None] * len(xs) if self.sample_weight is None else list(self.sample_weight.__dask_keys__())
         return list(zip(xs, ys, ss, strict=True))
+
+    def delayed(self, layer: dict[Any, Any], key: Any) -> Any:
+        """A Delayed computing ``key`` of ``layer``, a graph of tasks over the blocks' keys."""
+        from dask.delayed import Delayed
+        from dask.highlevelgraph import HighLevelGraph
+
+        deps = [a for a in (self.X, self.y, self.sample_weight) if a is not None]
+        name = key if isinstance(key, str) else key[0]
+        return Delayed(key, HighLevelGraph.from_collections(name, layer, dependencies=deps))
 
 
 def _encode_block(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -228,30 +251,33 @@ class BlockMapReduce:
 
     def __init__(self, data: DaskData, fan_in: int = _FAN_IN) -> None:
         self.data = data
-        self._blocks = data.blocks()
+        self._blocks = data.block_keys()
         self._fan_in = fan_in
         self.n_calls = 0
 
     def graph(self, func: Callable[..., Any], *vectors: Any) -> Any:
-        """The Delayed whose value is the summed partials (one evaluation's graph)."""
-        import dask
+        """The Delayed whose value is the summed partials (one evaluation's graph).
 
+        Tasks: ``softgrad-coef-*`` (the vectors, the only task that holds them),
+        ``softgrad-partial-*-i`` (block ``i``'s partial), ``softgrad-sum-*`` (the tree).
+        """
         token = uuid.uuid4().hex
-        shared = dask.delayed(_shared, pure=False)(*vectors, dask_key_name=f"softgrad-coef-{token}")
-        parts = [
-            dask.delayed(_run_block)(func, xb, yb, sb, shared, dask_key_name=f"softgrad-partial-{token}-{i}")
-            for i, (xb, yb, sb) in enumerate(self._blocks)
-        ]
+        coef = f"softgrad-coef-{token}"
+        layer: dict[Any, Any] = {coef: (_shared, *vectors)}
+        parts = []
+        for i, (xk, yk, sk) in enumerate(self._blocks):
+            key = f"softgrad-partial-{token}-{i}"
+            layer[key] = (_run_block, func, xk, yk, sk, coef)
+            parts.append(key)
         level = 0
         while len(parts) > 1:
-            parts = [
-                dask.delayed(_sum_partials)(
-                    *parts[i : i + self._fan_in], dask_key_name=f"softgrad-sum-{token}-{level}-{i}"
-                )
-                for i in range(0, len(parts), self._fan_in)
-            ]
-            level += 1
-        return parts[0]
+            merged = []
+            for i in range(0, len(parts), self._fan_in):
+                key = f"softgrad-sum-{token}-{level}-{i}"
+                layer[key] = (_sum_partials, *parts[i : i + self._fan_in])
+                merged.append(key)
+            parts, level = merged, level + 1
+        return self.data.delayed(layer, parts[0])
 
     def __call__(self, func: Callable[..., Any], *vectors: Any) -> tuple[np.ndarray, ...]:
         import dask
@@ -342,8 +368,6 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     ``model``'s parameters are already validated. Returns ``model``, fitted: an ordinary
     SoftmaxRegression whose attributes are NumPy arrays.
     """
-    import warnings
-
     import dask
     import dask.array as da
     from sklearn.exceptions import ConvergenceWarning
@@ -517,7 +541,7 @@ def sgd(
     spec = _SGDSpec(
         obj.n_classes, obj.n_features, obj.fit_intercept, obj.dtype, n, max(1, min(int(batch_size), n)), eta0, lam, C * scale
     )
-    blocks = data.blocks()
+    blocks = data.block_keys()
     w = np.array(w0, dtype=np.float64)
     state: tuple[Any, ...] = (w, w.copy(), 0, 0)
     curve: list[float] = []
@@ -526,13 +550,14 @@ def sgd(
         order = rng.permutation(len(blocks))
         seeds = rng.randint(0, 2**31 - 1, size=len(blocks))
         token = uuid.uuid4().hex
-        node: Any = dask.delayed(_shared, pure=False)(*state, dask_key_name=f"softgrad-sgd-{token}-start")
-        for step, i in enumerate(order):
-            xb, yb, sb = blocks[i]
-            node = dask.delayed(_sgd_block, nout=4)(
-                node, xb, yb, sb, spec, epoch, int(seeds[i]), dask_key_name=f"softgrad-sgd-{token}-{step}"
-            )
-        (state,) = dask.compute(node)
+        node = f"softgrad-sgd-{token}-start"
+        layer: dict[Any, Any] = {node: (_shared, *state)}
+        for step, i in enumerate(order):  # a chain: each step on the worker holding its block
+            xk, yk, sk = blocks[i]
+            key = f"softgrad-sgd-{token}-{step}"
+            layer[key] = (_sgd_block, node, xk, yk, sk, spec, epoch, int(seeds[i]))
+            node = key
+        (state,) = dask.compute(data.delayed(layer, node))
         w, avg, n_avg, _ = state
         current = avg if n_avg else w
         f = obj.value_and_grad(current)[0]
