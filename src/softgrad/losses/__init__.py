@@ -6,10 +6,16 @@ from .cross_entropy import (
     cross_entropy_hvp,
     cross_entropy_value_and_grad,
 )
+from .layer import dense_softmax, dense_softmax_jacobian, dense_softmax_vjp
+from .linear import linear_cross_entropy
 
 __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_hvp",
     "cross_entropy_value_and_grad",
+    "dense_softmax",
+    "dense_softmax_jacobian",
+    "dense_softmax_vjp",
+    "linear_cross_entropy",
 ]

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from .._array import Array, as_float_array, compute_dtype, is_numpy_array, normalize_axis, store_out
-from ..core.softmax import _log_normalizer_shift, _shift
+from ..core.softmax import _log_normalizer_shift, _shift, softmax
 
 __all__ = [
     "cross_entropy",
@@ -65,13 +65,14 @@ class _Options(NamedTuple):
 
 class _Problem(NamedTuple):
     xp: Any
-    x: Array  # (R, C) logits in the compute dtype, classes last
+    x: Array  # (R, C) logits in the caller's dtype, classes last (cast to cd block by block)
     target: Array  # (R,) integer labels or (R, C) probabilities in the compute dtype
     sw: Array | None  # (R,) sample weights in the compute dtype
     opts: _Options
     axis: int  # the class axis of the caller's logits
     batch_shape: tuple[int, ...]
     out_dtype: Any
+    cd: Any  # the compute dtype
 
 
 def _is_eager(a: Any) -> bool:
@@ -132,10 +133,11 @@ def _check_options(label_smoothing: Any, reduction: Any, ignore_index: Any) -> t
     return eps, str(reduction), ignore
 
 
-def _check_target(xp: Any, target: Any, x: Array, axis: int, ignore: int) -> tuple[bool, Array]:
-    """Decide index or probability targets and check them against the logits."""
-    target = _to_namespace(xp, target, x, "target")
-    shape = tuple(x.shape)
+def _check_target(
+    xp: Any, target: Any, like: Array, shape: tuple[int, ...], axis: int, ignore: int
+) -> tuple[bool, Array]:
+    """Decide index or probability targets and check them against logits of ``shape``."""
+    target = _to_namespace(xp, target, like, "target")
     batch_shape = shape[:axis] + shape[axis + 1 :]
     n_classes = shape[axis]
     dtype = target.dtype
@@ -179,11 +181,46 @@ def _check_target(xp: Any, target: Any, x: Array, axis: int, ignore: int) -> tup
     return False, target
 
 
-def _check_weight(xp: Any, weight: Any, x: Array, n_classes: int, cd: Any, name: str, shape: tuple) -> Array:
-    _, w = as_float_array(_to_namespace(xp, weight, x, name), name)
+def _check_weight(xp: Any, weight: Any, like: Array, cd: Any, name: str, shape: tuple) -> Array:
+    _, w = as_float_array(_to_namespace(xp, weight, like, name), name)
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
     return xp.astype(w, cd)
+
+
+def _check_targets(
+    xp: Any,
+    like: Array,
+    shape: tuple[int, ...],
+    axis: int,
+    cd: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    sample_weight: Any,
+) -> tuple[_Options, Array, Array | None]:
+    """Validate the target and the options for logits of ``shape`` (class axis ``axis``).
+
+    Returns the options, the target as rows (``(R,)`` labels or ``(R, C)`` probabilities in
+    ``cd``, classes last) and the sample weights as ``(R,)`` in ``cd``.
+    """
+    eps, reduction, ignore = _check_options(label_smoothing, reduction, ignore_index)
+    n_classes = shape[axis]
+    batch_shape = shape[:axis] + shape[axis + 1 :]
+    by_index, target = _check_target(xp, target, like, shape, axis, ignore)
+    w = None if weight is None else _check_weight(xp, weight, like, cd, "weight", (n_classes,))
+    sw = None
+    if sample_weight is not None:
+        sw = _check_weight(xp, sample_weight, like, cd, "sample_weight", batch_shape)
+        sw = xp.reshape(sw, (-1,))
+    n_rows = math.prod(batch_shape)
+    if by_index:
+        target = xp.reshape(target, (n_rows,))
+    else:
+        target = xp.reshape(xp.moveaxis(xp.astype(target, cd), axis, -1), (n_rows, n_classes))
+    return _Options(by_index, n_classes, w, ignore, eps, reduction), target, sw
 
 
 def _prepare(
@@ -198,26 +235,15 @@ def _prepare(
 ) -> _Problem:
     xp, x = as_float_array(logits, "logits")
     axis = normalize_axis(axis, x.ndim, "axis")
-    eps, reduction, ignore = _check_options(label_smoothing, reduction, ignore_index)
     shape = tuple(x.shape)
-    n_classes = shape[axis]
-    batch_shape = shape[:axis] + shape[axis + 1 :]
-    index, target = _check_target(xp, target, x, axis, ignore)
     out_dtype = x.dtype
     cd = compute_dtype(xp, out_dtype)
-    w = None if weight is None else _check_weight(xp, weight, x, n_classes, cd, "weight", (n_classes,))
-    sw = None
-    if sample_weight is not None:
-        sw = _check_weight(xp, sample_weight, x, n_classes, cd, "sample_weight", batch_shape)
-        sw = xp.reshape(sw, (-1,))
-    n_rows = math.prod(batch_shape)
-    xc = xp.reshape(xp.moveaxis(xp.astype(x, cd), axis, -1), (n_rows, n_classes))
-    if index:
-        target = xp.reshape(target, (n_rows,))
-    else:
-        target = xp.reshape(xp.moveaxis(xp.astype(target, cd), axis, -1), (n_rows, n_classes))
-    opts = _Options(index, n_classes, w, ignore, eps, reduction)
-    return _Problem(xp, xc, target, sw, opts, axis, batch_shape, out_dtype)
+    opts, target, sw = _check_targets(
+        xp, x, shape, axis, cd, target, weight, ignore_index, label_smoothing, reduction, sample_weight
+    )
+    batch_shape = shape[:axis] + shape[axis + 1 :]
+    rows = xp.reshape(xp.moveaxis(x, axis, -1), (math.prod(batch_shape), shape[axis]))
+    return _Problem(xp, rows, target, sw, opts, axis, batch_shape, out_dtype, cd)
 
 
 def _check_tangent(p: _Problem, v: Any) -> Array:
@@ -227,7 +253,7 @@ def _check_tangent(p: _Problem, v: Any) -> Array:
     shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
     if tuple(v.shape) != shape:
         raise ValueError(f"v must have the logits' shape {shape}, got {tuple(v.shape)}")
-    vc = xp.astype(v, p.x.dtype)
+    vc = xp.astype(v, p.cd)
     return xp.reshape(xp.moveaxis(vc, p.axis, -1), tuple(p.x.shape))
 
 
@@ -315,9 +341,23 @@ def _block(
 
 
 def _probabilities(xp: Any, x: Array) -> Array:
-    sh = _shift(xp, x, -1, None)
-    total = sh.ties + sh.rest
-    return sh.e / xp.where(total > 0, total, xp.ones_like(total))
+    """softmax of the rows (all -inf rows give 0), for the Hessian: no error-free shift needed."""
+    return softmax(x, axis=-1)
+
+
+def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
+    """``a = sum_j q_j`` (rows, 1) without forming ``q`` for class indices."""
+    if not opts.by_index:
+        return _row_targets(xp, target, opts, dtype)[1]
+    c, eps, w = opts.n_classes, opts.smoothing, opts.weight
+    valid = target != opts.ignore_index
+    in_range = (target >= 0) & (target < c)
+    a = xp.astype(valid, dtype)
+    if w is not None:
+        wy = xp.take(w, xp.where(valid & in_range, target, xp.zeros_like(target)), axis=0)
+        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(w))
+    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
+    return a[:, None]
 
 
 class _Scales(NamedTuple):
@@ -329,7 +369,7 @@ def _scales(p: _Problem) -> _Scales:
     xp = p.xp
     if p.opts.reduction != "mean":
         return _Scales(None, p.sw)
-    denom = _normalizer(xp, p.target, p.sw, p.opts, p.x.dtype)
+    denom = _normalizer(xp, p.target, p.sw, p.opts, p.cd)
     # All rows ignored: the mean is 0/0 = NaN (as PyTorch), its gradient 0 (no row moves it).
     safe = xp.where(denom == 0, xp.ones_like(denom), denom)
     inv = xp.where(denom == 0, xp.zeros_like(denom), 1.0 / safe)
@@ -357,11 +397,12 @@ def _restore(p: _Problem, g: Array) -> Array:
     return xp.moveaxis(g, -1, p.axis)
 
 
-def _blocks(p: _Problem) -> list[slice]:
-    n_rows = p.x.shape[0]
-    if not is_numpy_array(p.x) or n_rows == 0:
+def _blocks(x: Array, n_classes: int) -> list[slice]:
+    """Row blocks: cache-sized for NumPy, one block (pure ``xp``, lazy-friendly) otherwise."""
+    n_rows = x.shape[0]
+    if not is_numpy_array(x) or n_rows == 0:
         return [slice(None)]
-    step = max(1, _BLOCK_ELEMENTS // max(1, p.opts.n_classes))
+    step = max(1, _BLOCK_ELEMENTS // max(1, n_classes))
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
@@ -371,35 +412,62 @@ def _row_scale(scale: Array | None, sl: slice) -> Array | None:
     return scale[sl] if scale.ndim else scale
 
 
-def _value_and_grad(p: _Problem, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
-    xp = p.xp
-    scales = _scales(p)
-    blocks = _blocks(p)
-    single = len(blocks) == 1
-    loss_rows = grad = None
-    if not single:  # NumPy: fill preallocated outputs block by block
+def _loss_grad_rows(
+    xp: Any,
+    x: Array,
+    target: Array,
+    sw: Array | None,
+    row: Array | None,
+    opts: _Options,
+    cd: Any,
+    want_loss: bool,
+    want_grad: bool,
+    grad_out: Array | None = None,
+) -> tuple[Array | None, Array | None]:
+    """Sample-weighted per-row losses (R,) in ``cd`` and the scaled gradient (R, C).
+
+    ``x`` holds rows of logits in any floating dtype; each block is cast to ``cd`` on its own,
+    so NumPy input never has a full-size compute-dtype copy. NumPy gradients are written into
+    ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself: every block
+    is read before it is overwritten).
+    """
+    blocks = _blocks(x, opts.n_classes)
+    single = len(blocks) == 1 and grad_out is None
+    loss_rows = None
+    if not single:
         import numpy as np
 
-        loss_rows = np.empty(p.x.shape[0], dtype=p.x.dtype) if want_loss else None
-        grad = np.empty(p.x.shape, dtype=p.out_dtype) if want_grad else None
+        loss_rows = np.empty(x.shape[0], dtype=cd) if want_loss else None
+        if want_grad and grad_out is None:
+            grad_out = np.empty(x.shape, dtype=x.dtype)
+    grad = grad_out
     for sl in blocks:
-        q, a = _row_targets(xp, p.target[sl, ...], p.opts, p.x.dtype)
-        lb, gb = _block(xp, p.x[sl, ...], q, a, want_loss, want_grad)
+        q, a = _row_targets(xp, target[sl, ...], opts, cd)
+        lb, gb = _block(xp, xp.astype(x[sl, ...], cd), q, a, want_loss, want_grad)
+        del q
         if lb is not None:
-            sw = _row_scale(p.sw, sl)
-            lb = lb if sw is None else lb * sw
+            sws = _row_scale(sw, sl)
+            lb = lb if sws is None else lb * sws
         if gb is not None:
-            rs = _row_scale(scales.row, sl)
+            rs = _row_scale(row, sl)
             if rs is not None:
                 gb = gb * (rs[:, None] if rs.ndim else rs)
         if single:
             loss_rows = lb
-            grad = None if gb is None else xp.astype(gb, p.out_dtype)
+            grad = None if gb is None else xp.astype(gb, x.dtype)
         else:
             if lb is not None:
                 loss_rows[sl] = lb  # type: ignore[index]
             if gb is not None:
                 grad[sl] = gb  # type: ignore[index]
+    return loss_rows, grad
+
+
+def _value_and_grad(p: _Problem, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+    scales = _scales(p)
+    loss_rows, grad = _loss_grad_rows(
+        p.xp, p.x, p.target, p.sw, scales.row, p.opts, p.cd, want_loss, want_grad
+    )
     loss = _reduce(p, loss_rows, scales) if want_loss else None
     return loss, (_restore(p, grad) if want_grad else None)
 
@@ -627,13 +695,25 @@ def cross_entropy_hvp(
     vc = _check_tangent(p, v)
     xp = p.xp
     scales = _scales(p)
-    _, a = _row_targets(xp, p.target, p.opts, p.x.dtype)
-    probs = _probabilities(xp, p.x)
-    pv = probs * vc
-    hv = a * (pv - probs * xp.sum(pv, axis=-1, keepdims=True))
-    if scales.row is not None:
-        hv = hv * (scales.row[:, None] if scales.row.ndim else scales.row)
-    return _restore(p, xp.astype(hv, p.out_dtype))
+    blocks = _blocks(p.x, p.opts.n_classes)
+    out = None
+    if len(blocks) > 1:
+        import numpy as np
+
+        out = np.empty(p.x.shape, dtype=p.out_dtype)
+    for sl in blocks:
+        a = _row_totals(xp, p.target[sl, ...], p.opts, p.cd)
+        rs = _row_scale(scales.row, sl)
+        if rs is not None:
+            a = a * (rs[:, None] if rs.ndim else rs)
+        probs = _probabilities(xp, xp.astype(p.x[sl, ...], p.cd))
+        pv = probs * vc[sl, ...]
+        hv = a * (pv - probs * xp.sum(pv, axis=-1, keepdims=True))
+        if out is None:
+            out = xp.astype(hv, p.out_dtype)
+        else:
+            out[sl] = hv
+    return _restore(p, out)
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
