@@ -6,10 +6,12 @@ from .cross_entropy import (
     cross_entropy_hvp,
     cross_entropy_value_and_grad,
 )
+from .gradcheck import GradcheckResult, gradcheck, numerical_jacobian
 from .layer import dense_softmax, dense_softmax_jacobian, dense_softmax_vjp
 from .linear import linear_cross_entropy
 
 __all__ = [
+    "GradcheckResult",
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_hvp",
@@ -17,5 +19,7 @@ __all__ = [
     "dense_softmax",
     "dense_softmax_jacobian",
     "dense_softmax_vjp",
+    "gradcheck",
     "linear_cross_entropy",
+    "numerical_jacobian",
 ]
