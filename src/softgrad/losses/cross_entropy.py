@@ -440,7 +440,7 @@ def _loss_grad_rows(
         loss_rows = np.empty(x.shape[0], dtype=cd) if want_loss else None
         if want_grad and grad_out is None:
             grad_out = np.empty(x.shape, dtype=x.dtype)
-    grad = grad_out
+    grad = grad_out if want_grad else None
     for sl in blocks:
         q, a = _row_targets(xp, target[sl, ...], opts, cd)
         lb, gb = _block(xp, xp.astype(x[sl, ...], cd), q, a, want_loss, want_grad)
