@@ -34,7 +34,7 @@ def _xent(args: argparse.Namespace) -> int:
     weight = None if args.weight is None else np.asarray(args.weight, dtype=np.float64)
     if weight is not None and weight.shape != x.shape:
         raise CLIError(f"--weight: give {x.size} weights (one per class), got {weight.size}")
-    kw = dict(weight=weight, label_smoothing=args.label_smoothing)
+    kw: dict[str, Any] = dict(weight=weight, label_smoothing=args.label_smoothing)
     loss, grad = losses.cross_entropy_value_and_grad(x, np.asarray(args.target), **kw)
     p = core.softmax(x)
     if args.json:
@@ -78,8 +78,8 @@ def library_checks(seed: int = 0) -> list[tuple[str, Any]]:
     xv, W, b = rng.normal(size=N), rng.normal(size=(T, N)), rng.normal(size=T)
     xb = rng.normal(size=(6, N))
     yb = rng.integers(0, T, size=6)
-    ce = dict(weight=w, label_smoothing=0.1)
-    lce = dict(chunk_size=4, label_smoothing=0.05)
+    ce: dict[str, Any] = dict(weight=w, label_smoothing=0.1)
+    lce: dict[str, Any] = dict(chunk_size=4, label_smoothing=0.05)
 
     def lin(wrt: int) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
         args = [xb, W, b]
@@ -115,7 +115,10 @@ def library_checks(seed: int = 0) -> list[tuple[str, Any]]:
         ),
         ("log_softmax_jacobian", g(core.log_softmax, x, jacobian=core.log_softmax_jacobian)),
         ("softmax_vjp", g(core.softmax, z, vjp=lambda a, c: core.softmax_vjp(core.softmax(a), c))),
-        ("softmax_jvp", g(core.softmax, z, jacobian=_columns(lambda a, v: core.softmax_jvp(core.softmax(a), v)))),
+        (
+            "softmax_jvp",
+            g(core.softmax, z, jacobian=_columns(lambda a, v: core.softmax_jvp(core.softmax(a), v))),
+        ),
         (
             "log_softmax_vjp",
             g(core.log_softmax, z, vjp=lambda a, c: core.log_softmax_vjp(core.log_softmax(a), c)),
