@@ -1,0 +1,292 @@
+r"""The softmax-regression objective, its gradient and its exact Hessian-vector product.
+
+The objective over the flat parameter vector ``w = [W.ravel(), b]`` (``W`` of shape ``(T, N)``
+row-major, then the ``T`` intercepts when they are fitted) is
+
+.. math::
+
+    f(W, b) = C \sum_i s_i \, \mathrm{CE}(W x_i + b, y_i) + \tfrac12 \lVert W \rVert_F^2
+
+with ``C = inf`` meaning "no penalty, data term unscaled". It is the sum of a *data term*, which
+is a sum over rows and so can be computed block by block (:func:`data_value_and_grad`,
+:func:`data_hvp` take one block of rows and return its share), and the penalty, which is added
+once (:class:`SoftmaxObjective`). An out-of-core implementation (Dask) subclasses
+:class:`SoftmaxObjective`, maps the two data functions over its blocks and sums their results;
+the solvers only see the :class:`Objective` protocol.
+
+Cross-entropy, its gradient with respect to the logits and its Hessian-vector product come from
+:mod:`softgrad.losses` (``reduction="sum"`` with per-row weights ``s_i``); this module only adds
+the chain rule through the affine map ``Z = X W^T + b``:
+
+.. math::
+
+    \nabla_W = G^\top X,\quad \nabla_b = \textstyle\sum_i G_i,\qquad
+    H[dW, db] = (\mathcal{H}_Z[dZ])^\top X \text{ with } dZ = X\,dW^\top + db.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "ArrayObjective",
+    "Objective",
+    "SoftmaxObjective",
+    "block_logits",
+    "data_hvp",
+    "data_value_and_grad",
+]
+
+
+class Objective(Protocol):
+    """What a solver needs: a smooth convex function of a flat float64 vector.
+
+    ``scale`` is a positive factor the solvers multiply the objective by before they test
+    their tolerance (``1 / (C * sum(s))``, as scikit-learn does), so that ``tol`` does not
+    depend on the number of rows or on ``C``.
+    """
+
+    n_params: int
+    scale: float
+
+    def value_and_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def hvp(self, w: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+
+def _cross_entropy() -> tuple[Any, Any]:
+    # Imported on first use: the losses layer is below models, but keep import time small.
+    from ..losses.cross_entropy import cross_entropy_hvp, cross_entropy_value_and_grad
+
+    return cross_entropy_value_and_grad, cross_entropy_hvp
+
+
+def block_logits(X: Any, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``X @ W.T + b`` for a dense array or a SciPy sparse matrix ``X`` (rows, N)."""
+    z = np.asarray(X @ W.T)
+    if b is not None:
+        z += b
+    return z
+
+
+def _chain(X: Any, G: np.ndarray, fit_intercept: bool, dtype: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pull a gradient ``G`` wrt the logits back to ``(dW, db)``: ``G^T X`` and ``sum_i G_i``."""
+    G = G.astype(dtype, copy=False)
+    gW = np.asarray(X.T @ G).T  # X.T @ G also works for CSR (it is a CSC product)
+    gb = G.sum(axis=0) if fit_intercept else None
+    return gW, gb
+
+
+def data_value_and_grad(
+    X: Any,
+    y: np.ndarray,
+    sw: np.ndarray | None,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    *,
+    logits: np.ndarray | None = None,
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    r"""The data term on one block of rows and its gradient.
+
+    .. math:: D = \sum_i s_i\, \mathrm{CE}(W x_i + b, y_i)
+
+    Parameters
+    ----------
+    X : array or scipy.sparse CSR matrix, shape (n, N)
+    y : int array, shape (n,)
+        Class indices in ``[0, T)``.
+    sw : float array, shape (n,), or None
+        Per-row weights ``s_i`` (sample weights times class weights); None means all 1.
+    W : array, shape (T, N), ``X``'s dtype
+    b : array, shape (T,), or None
+        None when the intercept is not fitted.
+    logits : array, shape (n, T), optional
+        ``X @ W.T + b`` when the caller already has it.
+
+    Returns
+    -------
+    (D, dD/dW, dD/db)
+        ``D`` as a Python float; the gradients in ``X``'s dtype, ``dD/db`` None without intercept.
+    """
+    value_and_grad, _ = _cross_entropy()
+    z = block_logits(X, W, b) if logits is None else logits
+    # The loss of float32 logits is summed in float64 (softgrad's compute dtype); handing it
+    # float64 logits also returns that sum unrounded, which the line searches need.
+    loss, G = value_and_grad(z.astype(np.float64, copy=False), y, reduction="sum", sample_weight=sw)
+    gW, gb = _chain(X, np.asarray(G), b is not None, W.dtype)
+    return float(loss), gW, gb
+
+
+def data_hvp(
+    X: Any,
+    y: np.ndarray,
+    sw: np.ndarray | None,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    dW: np.ndarray,
+    db: np.ndarray | None,
+    *,
+    logits: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""The Hessian of the data term on one block of rows times the direction ``(dW, db)``.
+
+    .. math::
+
+        dZ = X\,dW^\top + db,\qquad
+        H_i\,dz_i = s_i\,(\operatorname{diag}(p_i) - p_i p_i^\top)\,dz_i,\qquad
+        (H[dW], H[db]) = (\textstyle (H dZ)^\top X,\ \sum_i (H dZ)_i)
+
+    Never forms the ``(TN)^2`` Hessian: two products with ``X`` and one ``O(nT)`` pass.
+    Arguments as for :func:`data_value_and_grad`; returns arrays shaped like ``(dW, db)``.
+    """
+    _, hvp = _cross_entropy()
+    z = block_logits(X, W, b) if logits is None else logits
+    dz = block_logits(X, dW, db)
+    z64, dz64 = z.astype(np.float64, copy=False), dz.astype(np.float64, copy=False)
+    Hz = hvp(z64, y, dz64, reduction="sum", sample_weight=sw)
+    return _chain(X, np.asarray(Hz), b is not None, W.dtype)
+
+
+class SoftmaxObjective:
+    r"""The full objective: a data term (left to subclasses) plus the penalty ``0.5 ||W||^2``.
+
+    .. math:: f(w) = C\,D(W, b) + \tfrac12 \lVert W\rVert_F^2 \qquad (f = D \text{ when } C = \infty)
+
+    Subclasses implement :meth:`data_value_and_grad` and :meth:`data_hvp` on the rows they hold
+    (in memory, or as a sum over Dask blocks). ``w`` is always float64 (what SciPy's solvers
+    use); ``W`` and ``b`` are handed to the data term in the training dtype, so float32 data
+    trains in float32.
+
+    Parameters
+    ----------
+    n_features, n_classes : int
+    C : float
+        Inverse penalty strength, ``> 0``; ``inf`` for none.
+    fit_intercept : bool
+    dtype : numpy dtype
+        float32 or float64, the dtype of the data.
+    sw_sum : float
+        Sum of the row weights; the solvers minimize ``f / (C * sw_sum)`` (``f / sw_sum`` when
+        ``C`` is infinite) so that their tolerance does not depend on it.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        C: float,
+        fit_intercept: bool,
+        dtype: Any,
+        sw_sum: float,
+    ) -> None:
+        self.n_features = int(n_features)
+        self.n_classes = int(n_classes)
+        self.C = float(C)
+        self.fit_intercept = bool(fit_intercept)
+        self.dtype = np.dtype(dtype)
+        self.n_params = self.n_classes * self.n_features + (self.n_classes if fit_intercept else 0)
+        penalized = np.isfinite(self.C)
+        self.scale = 1.0 / ((self.C if penalized else 1.0) * max(float(sw_sum), np.finfo(float).tiny))
+
+    # --- packing -------------------------------------------------------------------------
+    def unpack(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(W, b)`` in the training dtype from the flat float64 vector ``w``."""
+        k = self.n_classes * self.n_features
+        W = w[:k].reshape(self.n_classes, self.n_features).astype(self.dtype, copy=False)
+        b = w[k:].astype(self.dtype, copy=False) if self.fit_intercept else None
+        return W, b
+
+    def pack(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """The flat float64 vector ``[W.ravel(), b]``."""
+        parts = [np.asarray(W, dtype=np.float64).ravel()]
+        if self.fit_intercept:
+            parts.append(np.asarray(b, dtype=np.float64).ravel())
+        return np.concatenate(parts)
+
+    # --- the data term: subclasses -------------------------------------------------------
+    def data_value_and_grad(
+        self, W: np.ndarray, b: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def data_hvp(
+        self, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    # --- the full objective --------------------------------------------------------------
+    def value_and_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        """``f(w)`` and its gradient (float64, length ``n_params``)."""
+        W, b = self.unpack(w)
+        d, gW, gb = self.data_value_and_grad(W, b)
+        if not np.isfinite(self.C):
+            return d, self.pack(gW, gb)
+        W64 = w[: self.n_classes * self.n_features]
+        f = self.C * d + 0.5 * float(W64 @ W64)
+        g = self.C * self.pack(gW, gb)
+        g[: W64.size] += W64
+        return f, g
+
+    def hvp(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The exact Hessian of ``f`` at ``w`` times ``v`` (float64, length ``n_params``)."""
+        W, b = self.unpack(w)
+        dW, db = self.unpack(v)
+        hW, hb = self.data_hvp(W, b, dW, db)
+        h = self.pack(hW, hb)
+        if not np.isfinite(self.C):
+            return h
+        h *= self.C
+        k = self.n_classes * self.n_features
+        h[:k] += v[:k]
+        return h
+
+
+class ArrayObjective(SoftmaxObjective):
+    """:class:`SoftmaxObjective` over rows held in memory (dense array or CSR matrix).
+
+    Keeps the logits of the last point the data term was evaluated at, so that the
+    Hessian-vector products a Newton step asks for at one point cost two products with ``X``
+    instead of three.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: np.ndarray,
+        sw: np.ndarray | None,
+        n_classes: int,
+        *,
+        C: float,
+        fit_intercept: bool,
+    ) -> None:
+        sw_sum = float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
+        super().__init__(
+            X.shape[1], n_classes, C=C, fit_intercept=fit_intercept, dtype=X.dtype, sw_sum=sw_sum
+        )
+        self.X, self.y, self.sw = X, y, sw
+        self._cache: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
+
+    def _logits(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        c = self._cache
+        if c is not None and np.array_equal(c[0], W) and (b is None or np.array_equal(c[1], b)):  # type: ignore[arg-type]
+            return c[2]
+        z = block_logits(self.X, W, b)
+        self._cache = (W.copy(), None if b is None else b.copy(), z)
+        return z
+
+    def data_value_and_grad(
+        self, W: np.ndarray, b: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        return data_value_and_grad(self.X, self.y, self.sw, W, b, logits=self._logits(W, b))
+
+    def data_hvp(
+        self, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        return data_hvp(self.X, self.y, self.sw, W, b, dW, db, logits=self._logits(W, b))
+
+    def rows(self, idx: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """The block ``(X[idx], y[idx], sw[idx])``, for mini-batch solvers."""
+        return self.X[idx], self.y[idx], None if self.sw is None else self.sw[idx]

@@ -1,0 +1,272 @@
+"""Saving and loading fitted models without pickle.
+
+A model is JSON metadata (format name and version, the estimator's parameters, the shapes and
+dtypes of its arrays, and a SHA-256 checksum over the metadata and the array bytes) plus its
+arrays in NumPy's ``.npz`` format, read back with ``allow_pickle=False``. Labels that were
+Python strings are stored as a unicode array and come back as strings.
+
+Two layouts, both written atomically (temporary file in the same folder, then rename):
+
+* **one file** (any path that is not a folder): an ``.npz`` archive at exactly that path whose
+  entry ``__meta__`` holds the JSON;
+* **a folder** (an existing folder, or a path ending with a separator): ``model.json`` and
+  ``arrays.npz`` inside it.
+
+The checksum catches truncation, corruption and edits; it is not a signature against someone
+who rewrites both the arrays and the checksum. Everything that is wrong with a file is a
+``ValueError`` that names the path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_model", "save_model"]
+
+FORMAT = "softgrad.SoftmaxRegression"
+FORMAT_VERSION = 1
+_META_ENTRY = "__meta__"
+_JSON_NAME = "model.json"
+_ARRAYS_NAME = "arrays.npz"
+_FLOAT_KINDS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ------------------------------------------------------------------ JSON of the parameters
+def _encode(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}  # 'inf', '-inf', 'nan': JSON has none of them
+    if isinstance(value, dict):
+        return {"__dict__": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return None  # e.g. a RandomState instance: not kept (it only seeds SGD shuffling)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"__float__"}:
+        return float(value["__float__"])
+    if isinstance(value, dict) and set(value) == {"__dict__"}:
+        return {_decode(k): _decode(v) for k, v in value["__dict__"]}
+    return value
+
+
+# --------------------------------------------------------------------------- the checksum
+def _checksum(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- model state
+def _classes_for_storage(classes: np.ndarray) -> tuple[np.ndarray, str]:
+    if classes.dtype.kind in "iufbU":
+        return classes, "array"
+    if classes.dtype == object:
+        if all(isinstance(c, str) for c in classes):
+            return classes.astype(str), "object-str"
+        plain = np.array(classes.tolist())
+        if plain.dtype.kind in "iufb":
+            return plain, "object"
+    raise ValueError(
+        f"cannot save a model whose classes_ have dtype {classes.dtype}: only numbers, booleans "
+        "and strings can be stored without pickle"
+    )
+
+
+def _state(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    from .. import __version__
+
+    classes, classes_kind = _classes_for_storage(np.asarray(model.classes_))
+    arrays: dict[str, np.ndarray] = {
+        "coef": np.asarray(model.coef_),
+        "intercept": np.asarray(model.intercept_),
+        "classes": classes,
+        "loss_curve": np.asarray(model.loss_curve_, dtype=np.float64),
+    }
+    if hasattr(model, "feature_names_in_"):
+        arrays["feature_names"] = np.asarray(model.feature_names_in_).astype(str)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "softgrad_version": __version__,
+        "params": {k: _encode(v) for k, v in model.get_params(deep=False).items()},
+        "n_features_in": int(model.n_features_in_),
+        "n_iter": int(model.n_iter_),
+        "classes_kind": classes_kind,
+        "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape)} for k, a in arrays.items()},
+    }
+    meta["sha256"] = _checksum(meta, arrays)
+    return meta, arrays
+
+
+# ----------------------------------------------------------------------------------- save
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` (fitted) at ``path``; see the module docstring for the layouts."""
+    meta, arrays = _state(model)
+    text = os.fspath(path)
+    target = Path(text)
+    folder = target.is_dir() or text.endswith((os.sep, "/"))
+    if folder:
+        target.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target / _ARRAYS_NAME, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+        payload = json.dumps(meta, indent=2, sort_keys=True).encode()
+        _atomic_write(target / _JSON_NAME, lambda fh: fh.write(payload))
+        return
+    if not target.parent.is_dir():
+        raise ValueError(f"cannot save model to {text}: folder {str(target.parent)!r} does not exist")
+    entries = {**arrays, _META_ENTRY: np.array(json.dumps(meta, sort_keys=True))}
+    _atomic_write(target, lambda fh: np.savez(fh, **entries))  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------- load
+class _Bad(Exception):
+    """Internal: why a file is not a valid model (becomes a ValueError with the path)."""
+
+
+def _read_npz(source: Any, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            keys = list(data.keys()) if names is None else names
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise _Bad(f"missing entries {missing}")
+            return {k: data[k] for k in keys}
+    except _Bad:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, zlib.error) as exc:
+        raise _Bad(f"not a readable .npz archive ({type(exc).__name__}: {exc})") from exc
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if path.is_dir():
+        try:
+            meta = json.loads((path / _JSON_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise _Bad(f"the folder has no {_JSON_NAME}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _Bad(f"{_JSON_NAME} is not valid JSON ({exc})") from exc
+        if not (path / _ARRAYS_NAME).is_file():
+            raise _Bad(f"the folder has no {_ARRAYS_NAME}")
+        arrays = _read_npz(path / _ARRAYS_NAME)
+    elif path.is_file():
+        arrays = _read_npz(path)
+        raw = arrays.pop(_META_ENTRY, None)
+        if raw is None or raw.shape != () or raw.dtype.kind != "U":
+            raise _Bad(f"not a softgrad model file (no {_META_ENTRY} entry)")
+        try:
+            meta = json.loads(str(raw))
+        except json.JSONDecodeError as exc:
+            raise _Bad(f"its metadata is not valid JSON ({exc})") from exc
+    else:
+        raise _Bad("no such file or folder")
+    if not isinstance(meta, dict):
+        raise _Bad("its metadata is not a JSON object")
+    return meta, arrays
+
+
+def _check_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    if meta.get("format") != FORMAT:
+        raise _Bad(f"not a {FORMAT} model (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _Bad(
+            f"format version {meta.get('format_version')!r}; this softgrad reads version {FORMAT_VERSION}"
+        )
+    for key in ("params", "n_features_in", "n_iter", "classes_kind", "arrays", "sha256"):
+        if key not in meta:
+            raise _Bad(f"its metadata lacks {key!r}")
+    declared = meta["arrays"]
+    if not isinstance(declared, dict) or set(declared) != set(arrays):
+        raise _Bad(f"it holds arrays {sorted(arrays)} but its metadata lists {sorted(declared)}")
+    if meta["sha256"] != _checksum(meta, arrays):
+        raise _Bad("checksum mismatch: the file was modified or damaged")
+
+
+def _check_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    required = {"coef", "intercept", "classes", "loss_curve"}
+    if not required <= set(arrays):
+        raise _Bad(f"missing arrays {sorted(required - set(arrays))}")
+    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    n_features = meta["n_features_in"]
+    if not isinstance(n_features, int) or n_features < 1:
+        raise _Bad(f"n_features_in must be a positive int, got {n_features!r}")
+    if classes.ndim != 1 or classes.size < 2:
+        raise _Bad(f"classes must be 1-D with at least 2 labels, got shape {classes.shape}")
+    if classes.dtype.kind not in "iufbU":
+        raise _Bad(f"classes have unsupported dtype {classes.dtype}")
+    n_classes = classes.size
+    if coef.dtype not in _FLOAT_KINDS or intercept.dtype != coef.dtype:
+        raise _Bad(f"coef and intercept must be float32 or float64, got {coef.dtype} and {intercept.dtype}")
+    if coef.shape != (n_classes, n_features):
+        raise _Bad(f"coef has shape {coef.shape}, expected {(n_classes, n_features)}")
+    if intercept.shape != (n_classes,):
+        raise _Bad(f"intercept has shape {intercept.shape}, expected {(n_classes,)}")
+    if arrays["loss_curve"].ndim != 1:
+        raise _Bad(f"loss_curve must be 1-D, got shape {arrays['loss_curve'].shape}")
+    names = arrays.get("feature_names")
+    if names is not None and (names.shape != (n_features,) or names.dtype.kind != "U"):
+        raise _Bad(f"feature_names must be {n_features} strings, got {names.dtype} of shape {names.shape}")
+    if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
+        raise _Bad("coef or intercept holds NaN or inf")
+
+
+def load_model(cls: Any, path: str | os.PathLike[str]) -> Any:
+    """Read a model written by :func:`save_model` into a new ``cls`` instance."""
+    where = Path(os.fspath(path))
+    try:
+        meta, arrays = _read(where)
+        _check_meta(meta, arrays)
+        _check_arrays(meta, arrays)
+        params = {k: _decode(v) for k, v in meta["params"].items()}
+        model = cls()
+        unknown = set(params) - set(model.get_params(deep=False))
+        if unknown:
+            raise _Bad(f"unknown parameters {sorted(unknown)}")
+        model.set_params(**params)
+        try:
+            model._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise _Bad(f"invalid parameters ({exc})") from exc
+    except _Bad as exc:
+        raise ValueError(f"cannot load model from {os.fspath(path)!r}: {exc}") from None
+    classes = arrays["classes"]
+    if meta["classes_kind"] in ("object-str", "object"):  # labels were Python objects: keep them so
+        classes = np.array(classes.tolist(), dtype=object)
+    model.coef_ = arrays["coef"]
+    model.intercept_ = arrays["intercept"]
+    model.classes_ = classes
+    model.n_features_in_ = meta["n_features_in"]
+    model.n_iter_ = int(meta["n_iter"])
+    model.loss_curve_ = arrays["loss_curve"]
+    if "feature_names" in arrays:
+        model.feature_names_in_ = np.array(arrays["feature_names"].tolist(), dtype=object)
+    return model
