@@ -63,6 +63,8 @@ class Backend:
             import jax.numpy as jnp
 
             return jnp.bfloat16
+        if self.name == "dask":
+            return np.dtype(name)
         return getattr(self.lib, name)
 
     def asarray(self, a: Any, dtype: str | None = None) -> Any:
@@ -73,7 +75,8 @@ class Backend:
         elif self.name == "torch":
             out = self.lib.asarray(a.copy())
         elif self.name == "dask":
-            chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)  # several chunks, reduced over
+            # two chunks along the last axis, which the functions reduce over by default
+            chunks = (*a.shape[:-1], max(1, (a.shape[-1] + 1) // 2)) if a.ndim else ()
             out = self.lib.from_array(a.copy(), chunks=chunks or -1)
         else:
             out = self.lib.asarray(a)
@@ -106,7 +109,7 @@ class Backend:
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array; half precision comes back as float32 for comparisons."""
-        if self.name == "dask":
+        if self.name == "dask" and hasattr(a, "compute"):
             a = a.compute()
         elif self.name == "torch":
             a = a.detach()

@@ -68,7 +68,8 @@ def as_float_array(x: Any, name: str) -> tuple[Any, Any]:
         x = np.asarray(x)
         if x.dtype == object or x.dtype.kind in "USV":
             raise TypeError(f"{name} must hold real numbers, got {x.dtype} values")
-    if hasattr(x, "dtype") and getattr(x.dtype, "kind", None) in ("O", "U", "S", "V", "M", "m"):
+    # Strings, objects and dates; not "V": ml_dtypes bfloat16 (JAX) has kind "V" and is a float.
+    if hasattr(x, "dtype") and getattr(x.dtype, "kind", None) in ("O", "U", "S", "M", "m"):
         raise TypeError(f"{name} must be a real floating array, got dtype {x.dtype}")
     try:
         xp = array_api_compat.array_namespace(x)
@@ -136,6 +137,8 @@ def validate_where(xp: Any, where: Any, x: Any) -> Any:
         import numpy as np
 
         where = xp.asarray(np.asarray(where))
+    elif is_numpy_array(where) and not is_numpy_array(x):
+        where = xp.asarray(where)  # a NumPy mask for another library's array
     if not hasattr(where, "dtype") or not hasattr(where, "shape"):
         raise TypeError(f"where must be a boolean array, got {type(where).__name__}")
     if not xp.isdtype(where.dtype, "bool"):

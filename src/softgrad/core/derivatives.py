@@ -115,7 +115,7 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
     axis = normalize_axis(axis, x.ndim)
     xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
     logp = xp.moveaxis(log_softmax(xp.astype(x, s.dtype), axis=axis), axis, -1)
-    in_support = logp > -xp.inf
+    in_support = logp != -xp.inf  # NaN stays in, and poisons its row
     jac = xp.where(in_support[..., :, None], _eye_minus(xp, s), xp.zeros_like(s[..., None, :]))
     if t != 1.0:
         jac = jac / t
@@ -201,7 +201,7 @@ def _log_softmax_products(
 ) -> Array:
     xp, logp, g, axis, out_dtype = _pair(logp, g, *names, axis)
     t = check_temperature(temperature)
-    in_support = logp > -xp.inf
+    in_support = logp != -xp.inf  # NaN stays in, and poisons its row
     p = xp.exp(logp)
     zeros = xp.zeros_like(g)
     if vjp:
