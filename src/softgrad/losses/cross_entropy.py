@@ -185,7 +185,7 @@ def _check_weight(xp: Any, weight: Any, like: Array, cd: Any, name: str, shape: 
     _, w = as_float_array(_to_namespace(xp, weight, like, name), name)
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
-    return xp.astype(w, cd)
+    return xp.astype(w, cd, copy=False)
 
 
 def _check_targets(
@@ -219,7 +219,7 @@ def _check_targets(
     if by_index:
         target = xp.reshape(target, (n_rows,))
     else:
-        target = xp.reshape(xp.moveaxis(xp.astype(target, cd), axis, -1), (n_rows, n_classes))
+        target = xp.reshape(xp.moveaxis(xp.astype(target, cd, copy=False), axis, -1), (n_rows, n_classes))
     return _Options(by_index, n_classes, w, ignore, eps, reduction), target, sw
 
 
@@ -253,7 +253,7 @@ def _check_tangent(p: _Problem, v: Any) -> Array:
     shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
     if tuple(v.shape) != shape:
         raise ValueError(f"v must have the logits' shape {shape}, got {tuple(v.shape)}")
-    vc = xp.astype(v, p.cd)
+    vc = xp.astype(v, p.cd, copy=False)
     return xp.reshape(xp.moveaxis(vc, p.axis, -1), tuple(p.x.shape))
 
 
@@ -388,7 +388,7 @@ def _reduce(p: _Problem, rows: Array, scales: _Scales) -> Array:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
         out = xp.where(denom == 0, xp.asarray(xp.nan, dtype=rows.dtype), xp.sum(rows) / safe)
-    return store_out(xp.astype(out, p.out_dtype), None)
+    return store_out(xp.astype(out, p.out_dtype, copy=False), None)
 
 
 def _restore(p: _Problem, g: Array) -> Array:
@@ -443,7 +443,7 @@ def _loss_grad_rows(
     grad = grad_out if want_grad else None
     for sl in blocks:
         q, a = _row_targets(xp, target[sl, ...], opts, cd)
-        lb, gb = _block(xp, xp.astype(x[sl, ...], cd), q, a, want_loss, want_grad)
+        lb, gb = _block(xp, xp.astype(x[sl, ...], cd, copy=False), q, a, want_loss, want_grad)
         del q
         if lb is not None:
             sws = _row_scale(sw, sl)
@@ -454,7 +454,7 @@ def _loss_grad_rows(
                 gb = gb * (rs[:, None] if rs.ndim else rs)
         if single:
             loss_rows = lb
-            grad = None if gb is None else xp.astype(gb, x.dtype)
+            grad = None if gb is None else xp.astype(gb, x.dtype, copy=False)
         else:
             if lb is not None:
                 loss_rows[sl] = lb  # type: ignore[index]
@@ -706,11 +706,11 @@ def cross_entropy_hvp(
         rs = _row_scale(scales.row, sl)
         if rs is not None:
             a = a * (rs[:, None] if rs.ndim else rs)
-        probs = _probabilities(xp, xp.astype(p.x[sl, ...], p.cd))
+        probs = _probabilities(xp, xp.astype(p.x[sl, ...], p.cd, copy=False))
         pv = probs * vc[sl, ...]
         hv = a * (pv - probs * xp.sum(pv, axis=-1, keepdims=True))
         if out is None:
-            out = xp.astype(hv, p.out_dtype)
+            out = xp.astype(hv, p.out_dtype, copy=False)
         else:
             out[sl] = hv
     return _restore(p, out)

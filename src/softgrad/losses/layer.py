@@ -44,8 +44,8 @@ def _layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | No
         dtypes.append(b.dtype)
     out_dtype = xp.result_type(*dtypes)
     cd = compute_dtype(xp, out_dtype)
-    x, W = xp.astype(x, cd), xp.astype(W, cd)
-    b = None if b is None else xp.astype(b, cd)
+    x, W = xp.astype(x, cd, copy=False), xp.astype(W, cd, copy=False)
+    b = None if b is None else xp.astype(b, cd, copy=False)
     return xp, x, W, b, out_dtype, cd
 
 
@@ -83,7 +83,7 @@ def dense_softmax(x: Array, W: Array, b: Array | None = None) -> Array:
     array([0.70538451, 0.03511903, 0.25949646])
     """
     xp, x, W, b, out_dtype, _ = _layer_inputs(x, W, b)
-    return xp.astype(softmax(_logits(xp, x, W, b), axis=-1), out_dtype)
+    return xp.astype(softmax(_logits(xp, x, W, b), axis=-1), out_dtype, copy=False)
 
 
 def dense_softmax_jacobian(x: Array, W: Array, b: Array | None = None, *, wrt: str = "W") -> Array:
@@ -137,7 +137,7 @@ def dense_softmax_jacobian(x: Array, W: Array, b: Array | None = None, *, wrt: s
     else:
         jac = js[..., :, :, None] * x[..., None, None, :]  # (..., T, T, N)
         jac = xp.reshape(jac, (*tuple(js.shape[:-1]), t * W.shape[1]))
-    return xp.astype(jac, out_dtype)
+    return xp.astype(jac, out_dtype, copy=False)
 
 
 def dense_softmax_vjp(x: Array, W: Array, s: Array, g: Array) -> tuple[Array, Array, Array]:
@@ -185,7 +185,7 @@ def dense_softmax_vjp(x: Array, W: Array, s: Array, g: Array) -> tuple[Array, Ar
         if tuple(a.shape) != expected:
             raise ValueError(f"{name} must have shape {expected}, got {tuple(a.shape)}")
     out_dtype = xp.result_type(out_dtype, s.dtype, g.dtype)
-    s, g = xp.astype(s, cd), xp.astype(g, cd)
+    s, g = xp.astype(s, cd, copy=False), xp.astype(g, cd, copy=False)
     zbar = s * (g - xp.sum(g * s, axis=-1, keepdims=True))
     dx = xp.matmul(zbar, Wc)
     if xc.ndim == 1:
@@ -194,4 +194,4 @@ def dense_softmax_vjp(x: Array, W: Array, s: Array, g: Array) -> tuple[Array, Ar
     else:
         dW = xp.matmul(xp.matrix_transpose(zbar), xc)
         db = xp.sum(zbar, axis=0)
-    return tuple(xp.astype(a, out_dtype) for a in (dx, dW, db))  # type: ignore[return-value]
+    return tuple(xp.astype(a, out_dtype, copy=False) for a in (dx, dW, db))  # type: ignore[return-value]

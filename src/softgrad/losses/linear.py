@@ -61,8 +61,8 @@ def _inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, An
     if b is not None and tuple(b.shape) != (W.shape[0],):
         raise ValueError(f"b must have shape ({W.shape[0]},), got {tuple(b.shape)}")
     dtype = xp.result_type(x.dtype, W.dtype, *(() if b is None else (b.dtype,)))
-    x, W = xp.astype(x, dtype), xp.astype(W, dtype)
-    return xp, x, W, (None if b is None else xp.astype(b, dtype)), dtype
+    x, W = xp.astype(x, dtype, copy=False), xp.astype(W, dtype, copy=False)
+    return xp, x, W, (None if b is None else xp.astype(b, dtype, copy=False)), dtype
 
 
 def linear_cross_entropy(
