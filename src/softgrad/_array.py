@@ -88,7 +88,9 @@ def as_float_array(x: Any, name: str) -> tuple[Any, Any]:
 
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """``axis`` as a non-negative int, or a ``ValueError`` naming it."""
-    if isinstance(axis, bool) or not isinstance(axis, int):
+    if isinstance(axis, bool):  # True would index axis 1
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+    if not isinstance(axis, int):
         try:
             import operator
 

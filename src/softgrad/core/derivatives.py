@@ -10,6 +10,7 @@ from typing import Any
 
 from .._array import (
     Array,
+    array_namespace,
     as_float_array,
     cast_result,
     check_same_shape,
@@ -124,7 +125,15 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
 
 def _pair(a: Any, b: Any, name_a: str, name_b: str, axis: Any) -> tuple[Any, Array, Array, int, Any]:
     xp, a = as_float_array(a, name_a)
-    _, b = as_float_array(b, name_b)
+    if isinstance(b, (int, float, list, tuple)):  # plain numbers join a's array library
+        _, b = as_float_array(b, name_b)
+        b = xp.asarray(b) if xp is not array_namespace(b) else b
+    xp_b, b = as_float_array(b, name_b)
+    if xp_b is not xp:
+        raise TypeError(
+            f"{name_a} and {name_b} must be arrays of one array library, "
+            f"got {type(a).__name__} and {type(b).__name__}"
+        )
     check_same_shape(a, b, name_a, name_b)
     axis = normalize_axis(axis, a.ndim)
     out_dtype = xp.result_type(a.dtype, b.dtype)
