@@ -1,0 +1,499 @@
+"""A branch-free, vectorizable ``exp`` for the Numba kernels, and the low-level intrinsics they share.
+
+Numba cannot vectorize ``np.exp`` here (no SVML: LLVM splits a vector ``exp`` into scalar libm
+calls), so the fused kernels use this one. It is written so that LLVM turns a loop over it into
+AVX-512 code: no branches, no table look-ups, only FMAs, integer shifts and selects.
+
+Algorithm (the same for float32 and float64, with its own constants)::
+
+    k  = round(s / ln 2)                       # by adding and subtracting 1.5 * 2**(p-1)
+    r1 = s - k * C1                            # exact: C1 = ln 2 rounded, one FMA (see below)
+    c  = err - k * C2                          # C2 = ln 2 - C1; err: a correction term, see below
+    r  = r1 + c                                # |r| <= 0.347
+    exp(r) ~ 1 + (r1 + (c + r**2 Q(r)))        # Q: near-minimax polynomial for (e^r - 1 - r) / r^2
+    exp(s + err) = exp(r) * 2**(k >> 1) * 2**(k - (k >> 1))   # two factors: subnormal and
+                                                              # overflowing results round once
+
+``r1`` is exact: ``k * C1`` is computed exactly inside the FMA, and ``s - k * C1`` is a multiple
+of ``ulp(C1)`` smaller than 1/2, so it fits in the significand. The only roundings that matter
+are ``r1 + (...)`` (at most a quarter of an ULP of the result) and ``1 + (...)`` (half an ULP);
+the polynomial's own error is below 0.02 ULP. Measured: the float32 version is within 1 ULP of
+the correctly rounded ``exp`` for every float32 input (exhaustive check, see
+:func:`exhaustive_float32_check`), the float64 version within 1 ULP on dense samples
+(tests/test_fastexp.py).
+
+``err`` lets the kernels pass the rounding error of ``x - max`` (from an error-free TwoSum):
+``exp_core(s, err)`` is ``exp(s + err)`` to the same accuracy, with ``err`` folded into the
+reduced argument before any rounding that would lose it.
+
+Every operation here is IEEE-exact as written (no ``fastmath``); the FMAs are explicit
+``llvm.fma`` calls, which are correctly rounded on every target (a hardware FMA where there is
+one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+__all__ = [
+    "exhaustive_float32_check",
+    "exp_array",
+    "exp_core",
+    "exp_fast",
+    "exp_full",
+    "exp_lowp",
+    "f2i",
+    "fma",
+    "i2f",
+    "nt_line",
+    "prefetch",
+    "sfence",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Intrinsics: FMA, bit casts, non-temporal stores.
+
+
+def _fma_typer(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """``a * b + c`` with one rounding (``llvm.fma``); all three of one float type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        lty = context.get_value_type(signature.return_type)
+        fn = builder.module.declare_intrinsic("llvm.fma", [lty], ir.FunctionType(lty, [lty, lty, lty]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+fma: Any = intrinsic(_fma_typer)
+
+
+def _f2i_typer(typingctx: Any, x: Any) -> Any:
+    """The bits of a float32 as int32, of a float64 as int64."""
+    if x not in (types.float32, types.float64):
+        return None
+    sig = (types.int32 if x == types.float32 else types.int64)(x)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+f2i: Any = intrinsic(_f2i_typer)
+
+
+def _i2f_typer(typingctx: Any, k: Any) -> Any:
+    """The float32 whose bits are the int32 ``k`` (float64 for int64)."""
+    if k not in (types.int32, types.int64):
+        return None
+    sig = (types.float32 if k == types.int32 else types.float64)(k)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+i2f: Any = intrinsic(_i2f_typer)
+
+
+def _nt_line_typer(typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any) -> Any:
+    """``dst[i:i+L] = src[si:si+L]`` for one 64-byte line (L = 16 float32 or 8 float64), with a
+    non-temporal store that bypasses the caches (no read-for-ownership of ``dst``).
+
+    The caller guarantees that ``&dst[i]`` is 64-byte aligned and both ranges are in bounds
+    (C-contiguous arrays of the same float dtype).
+    """
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+        return None
+    if dst.dtype != src.dtype or dst.dtype not in (types.float32, types.float64):
+        return None
+    lanes = 16 if dst.dtype == types.float32 else 8
+    sig = types.void(dst, idx, src, sidx)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        dst_t, idx_t, src_t, sidx_t = signature.args
+        d = context.make_array(dst_t)(context, builder, args[0])
+        s = context.make_array(src_t)(context, builder, args[2])
+        i = context.cast(builder, args[1], idx_t, types.intp)
+        si = context.cast(builder, args[3], sidx_t, types.intp)
+        elem = context.get_value_type(dst_t.dtype)
+        vty = ir.VectorType(elem, lanes)
+        sptr = builder.bitcast(builder.gep(s.data, [si]), vty.as_pointer())
+        dptr = builder.bitcast(builder.gep(d.data, [i]), vty.as_pointer())
+        value = builder.load(sptr, align=context.get_abi_sizeof(elem))
+        store = builder.store(value, dptr, align=64)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+nt_line: Any = intrinsic(_nt_line_typer)
+
+
+def _prefetch_typer(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Hint the cache to fetch the line holding ``arr[idx]`` (``llvm.prefetch``; never faults)."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        arr_t, idx_t = signature.args
+        a = context.make_array(arr_t)(context, builder, args[0])
+        i = context.cast(builder, args[1], idx_t, types.intp)
+        ptr = builder.bitcast(builder.gep(a.data, [i]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+prefetch: Any = intrinsic(_prefetch_typer)
+
+
+def _sfence_typer(typingctx: Any) -> Any:
+    """Order the non-temporal stores before anything that follows (x86 ``sfence``)."""
+    sig = types.void()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.sfence")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+sfence: Any = intrinsic(_sfence_typer)
+
+
+# ---------------------------------------------------------------------------------------------
+# The exp core.
+
+_F32 = np.float32
+_LOG2E_32 = _F32(1.4426950408889634)
+_MAGIC_32 = _F32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
+_MAGIC_BITS_32 = np.int32(0x4B400000)
+_C1_32 = _F32(0.6931471824645996)  # ln 2 rounded to float32
+_C2_32 = _F32(-1.904654323148236e-09)  # ln 2 - C1, rounded
+# Q(r) ~ (exp(r) - 1 - r) / r^2 on |r| <= 0.3472 (weighted least squares, relative error of
+# 1 + r + r^2 Q(r) below 0.02 * 2**-24).
+_Q32 = (
+    _F32(0.5),
+    _F32(0.1666666567325592),
+    _F32(0.041666265577077866),
+    _F32(0.008333430625498295),
+    _F32(0.001394622609950602),
+    _F32(0.00019826431525871158),
+)
+
+_LOG2E_64 = 1.4426950408889634
+_MAGIC_64 = 6755399441055744.0  # 1.5 * 2**52
+_MAGIC_BITS_64 = np.int64(0x4338000000000000)
+_C1_64 = 0.6931471805599453  # ln 2 rounded to float64
+_C2_64 = 2.3190468138462996e-17  # ln 2 - C1
+# Q(r) for float64: relative error of 1 + r + r^2 Q(r) below 0.02 * 2**-53 (mpmath fit).
+_Q64 = (
+    0.5,
+    0.16666666666666685,
+    0.04166666666666577,
+    0.008333333333316489,
+    0.0013888888889223051,
+    0.00019841269897605339,
+    2.48015867661205e-05,
+    2.7557233726832238e-06,
+    2.755769312512637e-07,
+    2.511241141890273e-08,
+    2.0797515884834804e-09,
+)
+
+# exp_lowp: float64 arithmetic, relative error below 2**-33, for float32 results computed in
+# float64 (the float32 kernels): a shorter polynomial than _Q64 is enough there.
+_QL = (
+    0.500000007897219,
+    0.16666666158333127,
+    0.04166626743488602,
+    0.008333430696456265,
+    0.0013946226278583774,
+    0.0001982643083699909,
+)
+
+# Clamps for exp_full: below LO the result is 0, above HI it is inf, and inside
+# the two-factor scaling keeps every exponent field valid.
+_LO_32, _HI_32 = _F32(-104.0), _F32(89.0)
+_LO_64, _HI_64 = -746.0, 710.0
+
+
+def exp_core(s: Any, err: Any) -> Any:  # pragma: no cover - replaced by the overload
+    """``exp(s + err)`` for finite ``s`` in [-104, 89] (float32) or [-746, 710] (float64).
+
+    ``err`` is a small correction (``|err| <= ulp(s)``), 0 when there is none. Jitted code only.
+    """
+    raise NotImplementedError
+
+
+def exp_fast(s: Any, err: Any) -> Any:  # pragma: no cover - replaced by the overload
+    """:func:`exp_core` for ``s >= -86`` (float32) or ``s >= -700`` (float64), where the result is
+    a normal number: the scale goes straight into the exponent field (same result, fewer
+    instructions). Jitted code only."""
+    raise NotImplementedError
+
+
+def exp_full(x: Any) -> Any:  # pragma: no cover - replaced by the overload
+    """``exp(x)`` for any float32/float64 ``x`` (±inf, NaN, overflow, underflow). Jitted code only."""
+    raise NotImplementedError
+
+
+def _core32(s: Any, err: Any) -> Any:
+    t = fma(s, _LOG2E_32, _MAGIC_32)
+    kf = t - _MAGIC_32
+    k = f2i(t) - _MAGIC_BITS_32
+    r1 = fma(kf, -_C1_32, s)  # exact
+    c = fma(kf, -_C2_32, err)
+    r = r1 + c
+    q = fma(_Q32[5], r, _Q32[4])
+    q = fma(q, r, _Q32[3])
+    q = fma(q, r, _Q32[2])
+    q = fma(q, r, _Q32[1])
+    q = fma(q, r, _Q32[0])
+    u = fma(r * r, q, c)
+    p = _F32(1.0) + (r1 + u)
+    k1 = k >> np.int32(1)
+    k2 = k - k1
+    # Numba widens int32 arithmetic to int64: narrow back before reinterpreting the bits.
+    s1 = i2f(np.int32((k1 + 127) << 23))
+    s2 = i2f(np.int32((k2 + 127) << 23))
+    return (p * s1) * s2
+
+
+def _core64(s: Any, err: Any) -> Any:
+    t = fma(s, _LOG2E_64, _MAGIC_64)
+    kf = t - _MAGIC_64
+    k = f2i(t) - _MAGIC_BITS_64
+    r1 = fma(kf, -_C1_64, s)  # exact
+    c = fma(kf, -_C2_64, err)
+    r = r1 + c
+    q = fma(_Q64[10], r, _Q64[9])
+    q = fma(q, r, _Q64[8])
+    q = fma(q, r, _Q64[7])
+    q = fma(q, r, _Q64[6])
+    q = fma(q, r, _Q64[5])
+    q = fma(q, r, _Q64[4])
+    q = fma(q, r, _Q64[3])
+    q = fma(q, r, _Q64[2])
+    q = fma(q, r, _Q64[1])
+    q = fma(q, r, _Q64[0])
+    u = fma(r * r, q, c)
+    p = 1.0 + (r1 + u)
+    k1 = k >> np.int64(1)
+    k2 = k - k1
+    s1 = i2f((k1 + np.int64(1023)) << np.int64(52))
+    s2 = i2f((k2 + np.int64(1023)) << np.int64(52))
+    return (p * s1) * s2
+
+
+def _fast32(s: Any, err: Any) -> Any:
+    # As _core32 where the result is normal (s >= -86): the scale goes into the exponent field.
+    t = fma(s, _LOG2E_32, _MAGIC_32)
+    kf = t - _MAGIC_32
+    k = f2i(t) - _MAGIC_BITS_32
+    r1 = fma(kf, -_C1_32, s)
+    c = fma(kf, -_C2_32, err)
+    r = r1 + c
+    q = fma(_Q32[5], r, _Q32[4])
+    q = fma(q, r, _Q32[3])
+    q = fma(q, r, _Q32[2])
+    q = fma(q, r, _Q32[1])
+    q = fma(q, r, _Q32[0])
+    u = fma(r * r, q, c)
+    p = _F32(1.0) + (r1 + u)
+    return i2f(np.int32(f2i(p) + (k << 23)))
+
+
+def _fast64(s: Any, err: Any) -> Any:
+    t = fma(s, _LOG2E_64, _MAGIC_64)
+    kf = t - _MAGIC_64
+    k = f2i(t) - _MAGIC_BITS_64
+    r1 = fma(kf, -_C1_64, s)
+    c = fma(kf, -_C2_64, err)
+    r = r1 + c
+    q = fma(_Q64[10], r, _Q64[9])
+    q = fma(q, r, _Q64[8])
+    q = fma(q, r, _Q64[7])
+    q = fma(q, r, _Q64[6])
+    q = fma(q, r, _Q64[5])
+    q = fma(q, r, _Q64[4])
+    q = fma(q, r, _Q64[3])
+    q = fma(q, r, _Q64[2])
+    q = fma(q, r, _Q64[1])
+    q = fma(q, r, _Q64[0])
+    u = fma(r * r, q, c)
+    p = 1.0 + (r1 + u)
+    return i2f(f2i(p) + (k << np.int64(52)))
+
+
+def _full32(x: Any) -> Any:
+    xc = x if x > _LO_32 else _LO_32  # NaN -> LO, fixed below
+    xc = xc if xc < _HI_32 else _HI_32
+    y = exp_core(xc, _F32(0.0))
+    return y if x == x else x
+
+
+def _full64(x: Any) -> Any:
+    xc = x if x > _LO_64 else _LO_64
+    xc = xc if xc < _HI_64 else _HI_64
+    y = exp_core(xc, 0.0)
+    return y if x == x else x
+
+
+@overload(exp_core, jit_options={"fastmath": False})
+def _exp_core_overload(s: Any, err: Any) -> Any:
+    if s == types.float32 and err == types.float32:
+        return _core32
+    if s == types.float64 and err == types.float64:
+        return _core64
+    return None
+
+
+@overload(exp_fast, jit_options={"fastmath": False})
+def _exp_fast_overload(s: Any, err: Any) -> Any:
+    if s == types.float32 and err == types.float32:
+        return _fast32
+    if s == types.float64 and err == types.float64:
+        return _fast64
+    return None
+
+
+@numba.njit(cache=True, fastmath=False)
+def exp_lowp(d: float) -> float:  # pragma: no cover - jitted
+    """``exp(d)`` in float64 to a relative error below 2**-33, for ``-707 <= d <= 709``.
+
+    Used where a float32 result is computed in float64 and rounded once: the error is far below
+    half an ULP of float32, so the rounded result is the correctly rounded one except within
+    2**-9 ULP of a tie. The scale goes into the exponent field, so the result must be normal.
+    """
+    t = fma(d, _LOG2E_64, _MAGIC_64)
+    kf = t - _MAGIC_64
+    k = f2i(t) - _MAGIC_BITS_64
+    r = fma(kf, -_C2_64, fma(kf, -_C1_64, d))
+    q = fma(_QL[5], r, _QL[4])
+    q = fma(q, r, _QL[3])
+    q = fma(q, r, _QL[2])
+    q = fma(q, r, _QL[1])
+    q = fma(q, r, _QL[0])
+    p = 1.0 + fma(r * r, q, r)
+    return i2f(f2i(p) + (k << np.int64(52)))
+
+
+@overload(exp_full, jit_options={"fastmath": False})
+def _exp_full_overload(x: Any) -> Any:
+    if x == types.float32:
+        return _full32
+    if x == types.float64:
+        return _full64
+    return None
+
+
+@numba.njit(cache=True, parallel=True)
+def _exp_array(x: Any, out: Any) -> None:  # pragma: no cover - jitted
+    n = x.size
+    nb = (n + 4095) // 4096
+    for b in numba.prange(nb):
+        lo = b * 4096
+        hi = min(lo + 4096, n)
+        for i in range(lo, hi):
+            out[i] = exp_full(x[i])
+
+
+def exp_array(x: np.ndarray) -> np.ndarray:
+    """``exp`` of a float32/float64 NumPy array with this module's exp (for tests and checks)."""
+    x = np.ascontiguousarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be float32 or float64, got dtype {x.dtype}")
+    out = np.empty_like(x)
+    _exp_array(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Exhaustive float32 check against a correctly rounded reference.
+
+
+@numba.njit(cache=True)
+def _ulp32(y: float) -> float:  # pragma: no cover - jitted
+    """The float32 ULP at the float64 value ``y >= 0`` (2**-149 below the normal range)."""
+    if y < 1.1754943508222875e-38:
+        return 1.401298464324817e-45
+    e = np.int64((f2i(y) >> np.int64(52)) - np.int64(1023))
+    return 2.0 ** np.float64(e - 23)
+
+
+@numba.njit(cache=True)
+def _check_chunk(lo: int, hi: int) -> Any:  # pragma: no cover - jitted
+    flt_max = 3.4028234663852886e38
+    w = 0.0
+    wi = lo
+    nbad = 0
+    for b in range(lo, hi):
+        x = i2f(np.int32(np.uint32(b)))
+        y = exp_full(x)
+        if x != x:
+            if y == y:
+                nbad += 1
+            continue
+        ref = np.exp(np.float64(x))
+        if y == np.inf:
+            if ref <= flt_max:  # inf is only faithful above FLT_MAX
+                nbad += 1
+            continue
+        e = abs(np.float64(y) - ref) / _ulp32(ref)
+        if e > w:
+            w = e
+            wi = b
+    return w, wi, nbad
+
+
+@numba.njit(cache=True, parallel=True)
+def _check_range(start: int, stop: int, chunk: int) -> Any:  # pragma: no cover - jitted
+    """Max ULP error of exp_full over the float32 bit patterns in [start, stop).
+
+    Returns (max error in ULP, the bit pattern where it occurs, number of inputs checked,
+    number of special-value failures). The reference is ``np.exp`` in float64 (glibc's exp,
+    error below 1 ULP of float64, i.e. 2**-52 relative); a float32 error measured against it
+    is off from the exact one by at most 2**-28 ULP, far below the margin reported.
+    """
+    nchunks = (stop - start + chunk - 1) // chunk
+    worst = np.zeros(nchunks)
+    where = np.zeros(nchunks, np.int64)
+    bad = np.zeros(nchunks, np.int64)
+    for c in numba.prange(nchunks):
+        lo = start + c * chunk
+        hi = min(lo + chunk, stop)
+        worst[c], where[c], bad[c] = _check_chunk(lo, hi)
+    j = np.argmax(worst)
+    return worst[j], where[j], stop - start, bad.sum()
+
+
+def exhaustive_float32_check(start: int = 0, stop: int = 1 << 32) -> tuple[float, int, int, int]:
+    """Max ULP error of the float32 exp over the bit patterns ``[start, stop)`` (all by default).
+
+    Returns ``(max_ulp, worst_bits, n_checked, n_special_failures)``. About 10 s for all 2**32
+    patterns on two cores.
+    """
+    worst, bits, n, bad = _check_range(int(start), int(stop), 1 << 20)
+    return float(worst), int(bits), int(n), int(bad)
