@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "atomic_write", "load_model", "save_model"]
 
 FORMAT = "softgrad.SoftmaxRegression"
 FORMAT_VERSION = 1
@@ -117,14 +117,27 @@ def _state(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------------- save
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the complete new one, never a half-written one; on any error
+    the temporary file is removed. The file gets the usual ``0o666 & ~umask`` permissions.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -138,14 +151,14 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> None:
     folder = target.is_dir() or text.endswith((os.sep, "/"))
     if folder:
         target.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target / _ARRAYS_NAME, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+        atomic_write(target / _ARRAYS_NAME, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
         payload = json.dumps(meta, indent=2, sort_keys=True).encode()
-        _atomic_write(target / _JSON_NAME, lambda fh: fh.write(payload))
+        atomic_write(target / _JSON_NAME, lambda fh: fh.write(payload))
         return
     if not target.parent.is_dir():
         raise ValueError(f"cannot save model to {text}: folder {str(target.parent)!r} does not exist")
     entries = {**arrays, _META_ENTRY: np.array(json.dumps(meta, sort_keys=True))}
-    _atomic_write(target, lambda fh: np.savez(fh, **entries))  # type: ignore[arg-type]
+    atomic_write(target, lambda fh: np.savez(fh, **entries))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------- load

@@ -95,7 +95,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``f / (C * sum(s))`` is ``<= tol`` (lbfgs, newton-cg; scikit-learn's ``tol`` means the
         same). For float32 data at least ``1e-6``: below that the float32 gradient is
         round-off. For sgd: stop when the scaled objective decreased by less than ``tol``
-        (relative) for three epochs in a row.
+        (relative) for five epochs in a row.
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into the sample weights; ``"balanced"`` uses
         ``n_samples / (n_classes * count)`` as scikit-learn does.
@@ -247,9 +247,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             cw = compute_class_weight(self.class_weight, classes=classes, y=y, sample_weight=sample_weight)
             sw = sw * cw[y_idx].astype(X.dtype)
 
-        obj = _make_objective(
-            X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept
-        )
+        obj = _make_objective(X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept)
         w0 = self._initial_point(obj, classes, X.shape[1])
         cb = self._verbose_callback(callback)
         tol = float(self.tol)
