@@ -18,6 +18,7 @@ import operator
 from typing import Any
 
 from .._array import Array, array_namespace, as_float_array, compute_dtype, is_numpy_array
+from . import _dask
 from .cross_entropy import (
     _check_targets,
     _loss_grad_rows,
@@ -139,6 +140,11 @@ def linear_cross_entropy(
     >>> np.allclose(dW, g.T @ x), np.allclose(dx, g @ W), np.allclose(db, g.sum(0))
     (True, True, True)
     """
+    if _dask.is_dask_collection(x) and x.ndim == 2:  # row-chunked Dask x: one task per block (#6)
+        return _dask.linear_cross_entropy(
+            x, W, target, b, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+            reduction=reduction, sample_weight=sample_weight, chunk_size=chunk_size, return_grad=return_grad,
+        )
     xp, x, W, b, dtype = _inputs(x, W, b)
     single = x.ndim == 1
     if single:

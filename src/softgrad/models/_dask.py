@@ -238,8 +238,21 @@ def _sum_partials(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return tuple(acc)
 
 
+def _aligned(a: Any) -> Any:
+    """``a`` itself, or a C-contiguous aligned copy when it is not.
+
+    A block that travelled between workers can arrive in a buffer that is not aligned to its
+    item size; NumPy then leaves BLAS and SIMD loops for slower ones that round differently, and
+    a block's partial would depend on the worker that computed it. With this copy it does not:
+    the fit stays reproducible bit for bit when a block is moved or made again elsewhere.
+    """
+    if a is None or (a.flags.aligned and a.flags.c_contiguous):
+        return a
+    return np.require(a, requirements=["C", "A"])
+
+
 def _run_block(func: Callable[..., Any], X: Any, y: Any, sw: Any, shared: tuple[Any, ...]) -> Any:
-    return _as_partial(func(X, y, sw, *shared))
+    return _as_partial(func(_aligned(X), _aligned(y), _aligned(sw), *shared))
 
 
 class BlockMapReduce:
@@ -400,14 +413,20 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     data = DaskData(data.X, data.y, sw, classes, data.feature_names, data.class_counts)
 
     obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
+    # From here on this mirrors SoftmaxRegression.fit (models/regression.py) step by step.
     w0 = model._initial_point(obj, classes, data.n_features)
     cb = model._verbose_callback(callback)
+    tol = float(model.tol)
+    if dtype == np.float32 and model.solver != "sgd":
+        from .regression import _FLOAT32_TOL_FLOOR
+
+        tol = max(tol, _FLOAT32_TOL_FLOOR)
     if model.solver == "sgd":
         batch = min(256, data.n_samples) if model.batch_size is None else model.batch_size
         result = sgd(
             obj,
             w0,
-            tol=model.tol,
+            tol=tol,
             max_iter=model.max_iter,
             batch_size=batch,
             learning_rate=model.learning_rate,
@@ -415,11 +434,10 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
             callback=cb,
         )
     else:
-        result = model._solve(obj, w0, cb, data.n_samples)
-    # What follows mirrors the end of SoftmaxRegression.fit (models/regression.py).
+        result = model._solve(obj, w0, cb, data.n_samples, tol)
     if not result.converged and model.solver != "sgd":
         warnings.warn(
-            f"SoftmaxRegression (solver={model.solver!r}) did not reach tol={model.tol} in "
+            f"SoftmaxRegression (solver={model.solver!r}) did not reach tol={tol} in "
             f"{result.n_iter} iterations ({result.message}); increase max_iter.",
             ConvergenceWarning,
             stacklevel=3,
@@ -471,6 +489,7 @@ def _sgd_block(state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, 
     """
     w, avg, n_avg, t = state
     w, avg = w.copy(), avg.copy()
+    X, y, sw = _aligned(X), _aligned(y), _aligned(sw)
     k = spec.n_classes * spec.n_features
     order = np.random.default_rng(seed).permutation(X.shape[0])
     for start in range(0, order.size, spec.batch_size):
@@ -585,7 +604,7 @@ _METHODS = ("decision_function", "predict", "predict_proba", "predict_log_proba"
 
 
 def _predict_block(X: np.ndarray, model: Any, method: str) -> np.ndarray:
-    return np.asarray(getattr(model, method)(X))
+    return np.asarray(getattr(model, method)(_aligned(X)))
 
 
 def _block_model(model: Any) -> Any:

@@ -28,7 +28,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state
 
 from .. import core
-from . import _solvers
+from . import _dask, _solvers
 from ._objective import ArrayObjective, SoftmaxObjective
 
 try:  # scikit-learn >= 1.6
@@ -230,6 +230,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if _dask.is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
+            return _dask.fit(self, X, y, sample_weight, callback)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         encoder = LabelEncoder()
@@ -253,7 +255,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tol = float(self.tol)
         if X.dtype == np.float32 and self.solver != "sgd":
             tol = max(tol, _FLOAT32_TOL_FLOOR)
-        result = self._solve(obj, w0, cb, X.shape[0], tol)
+        with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
+            result = self._solve(obj, w0, cb, X.shape[0], tol)
         if not result.converged and self.solver != "sgd":
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
@@ -334,6 +337,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.decision_function([[0.0], [3.0]]).shape
         (2,)
         """
+        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+            return _dask.predict(self, X, "decision_function")
         z = self._logits(X)
         if z.shape[1] == 2:
             return z[:, 1] - z[:, 0]
@@ -349,6 +354,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.predict([[0.0], [3.0]]).tolist()
         ['a', 'b']
         """
+        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+            return _dask.predict(self, X, "predict")
         z = self._logits(X)
         return self.classes_[np.argmax(z, axis=1)]
 
@@ -365,6 +372,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> float(m.predict_proba([[1.5]]).sum())
         1.0
         """
+        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+            return _dask.predict(self, X, "predict_proba")
         return np.asarray(core.softmax(self._logits(X), axis=1))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
@@ -380,7 +389,25 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> bool(m.predict_log_proba([[1e6]])[0, 0] < -1e3)
         True
         """
+        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+            return _dask.predict(self, X, "predict_log_proba")
         return np.asarray(core.log_softmax(self._logits(X), axis=1))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (scikit-learn's ``score``).
+
+        On Dask input it is computed on the workers, one pass (issue #6).
+
+        Examples
+        --------
+        >>> import softgrad as sg
+        >>> m = sg.SoftmaxRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        >>> m.score([[0.0], [3.0]], [0, 1])
+        1.0
+        """
+        if _dask.is_dask_collection(X):
+            return _dask.score(self, X, y, sample_weight)
+        return float(super().score(X, y, sample_weight=sample_weight))
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
