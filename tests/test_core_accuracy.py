@@ -17,6 +17,7 @@ Its condition number is ``|max| / |result|``; no float64 algorithm without exten
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -407,3 +408,40 @@ def test_agrees_with_scipy_float32(kernel_path):
         theirs = getattr(special, fn)(x.astype(np.float64), axis=-1).astype(np.float32)
         assert ours.dtype == np.float32
         assert ulp_distance(ours, theirs).max() <= 1
+
+
+# --- regression tests, named for the bug they pin -------------------------------------------
+
+
+def test_regression_difference_beyond_largest_float_warned_and_gave_nan(kernel_path):
+    """x - max overflowed for [1e308, -1e308]: RuntimeWarning, then NaN from the TwoSum term."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = np.array([1e308, -1e308, 0.0])
+        assert np.array_equal(sg.softmax(x), [1.0, 0.0, 0.0])
+        assert np.array_equal(sg.log_softmax(x), [0.0, -np.inf, -1e308])  # -2e308 rounds to -inf
+        assert sg.logsumexp(x) == 1e308
+        x32 = np.array([3e38, -3e38], dtype=np.float32)  # the float64 result -6e38 overflowed the cast
+        assert np.array_equal(sg.log_softmax(x32), np.array([0.0, -np.inf], dtype=np.float32))
+
+
+def test_regression_temperature_below_one_overflowed_huge_logits(kernel_path):
+    """x / T was taken before the shift: [1e308, 9e307] / 0.5 gave [inf, inf] and softmax 1/2."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(sg.softmax(np.array([1e308, 9e307]), temperature=0.5), [1.0, 0.0])
+        got = sg.log_softmax(np.array([1e308, 0.0, -1e308]), temperature=3.0)
+        with mp.workdps(DPS):
+            want = [round_to_dtype(v, np.float64) for v in mp_family([1e308, 0.0, -1e308], 3.0)[1]]
+        assert ulp_distance(got, want).max() <= 1  # the difference -2e308 is finite once divided
+
+
+def test_regression_temperature_rounded_x_over_t_was_hundreds_of_ulp_off(kernel_path):
+    """float64 softmax(x, temperature=0.3) rounded x / T first: 493 ULP here, 1141 at worst seen."""
+    x = np.array([-512.25, 201.5, 300.0, 299.875])
+    with mp.workdps(DPS):
+        s, logp, _ = mp_family(x, 0.3)
+        s_ref = [round_to_dtype(v, np.float64) for v in s]
+        logp_ref = [round_to_dtype(v, np.float64) for v in logp]
+    assert ulp_distance(sg.softmax(x, temperature=0.3), s_ref).max() <= MAX_ULP
+    assert ulp_distance(sg.log_softmax(x, temperature=0.3), logp_ref).max() <= MAX_ULP
