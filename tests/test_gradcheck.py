@@ -118,3 +118,21 @@ def test_bad_arguments(kwargs, exc, match):
 def test_numerical_jacobian_bad_f():
     with pytest.raises(TypeError, match="f must be callable"):
         sg.numerical_jacobian(3, np.ones(2))
+
+
+@pytest.mark.parametrize("backend", ["jax", "dask", "array_api_strict"])
+def test_other_backends(backend):
+    x = np.array([0.2, -0.4, 1.5])
+    if backend == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        xb = jax.numpy.asarray(x)
+    elif backend == "dask":
+        da = pytest.importorskip("dask.array")
+        xb = da.from_array(x, chunks=2)
+    else:
+        xps = pytest.importorskip("array_api_strict")
+        xb = xps.asarray(x)
+    J = sg.numerical_jacobian(sg.softmax, xb)
+    assert type(J) is type(sg.softmax(xb))
+    assert sg.gradcheck(sg.softmax, xb, jacobian=sg.softmax_jacobian)

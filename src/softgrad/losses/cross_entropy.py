@@ -61,6 +61,7 @@ class _Options(NamedTuple):
     ignore_index: int
     smoothing: float
     reduction: str
+    checked: bool = False  # class indices were checked eagerly: none is out of range
 
 
 class _Problem(NamedTuple):
@@ -220,7 +221,8 @@ def _check_targets(
         target = xp.reshape(target, (n_rows,))
     else:
         target = xp.reshape(xp.moveaxis(xp.astype(target, cd, copy=False), axis, -1), (n_rows, n_classes))
-    return _Options(by_index, n_classes, w, ignore, eps, reduction), target, sw
+    checked = by_index and _is_eager(target)
+    return _Options(by_index, n_classes, w, ignore, eps, reduction, checked), target, sw
 
 
 def _prepare(
@@ -270,16 +272,18 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
     c, eps, w = opts.n_classes, opts.smoothing, opts.weight
     if opts.by_index:
         valid = target != opts.ignore_index
-        in_range = (target >= 0) & (target < c)
         classes = xp.arange(c, dtype=target.dtype, device=array_api_compat.device(target))
-        onehot = xp.astype((target[:, None] == classes[None, :]) & valid[:, None], dtype)
-        q = onehot * (1.0 - eps) if eps else onehot
+        hits = target[:, None] == classes[None, :]
+        if 0 <= opts.ignore_index < c:  # an ignored row would otherwise hit its class
+            hits = hits & valid[:, None]
+        q = xp.astype(hits, dtype)
         if eps:
-            q = q + xp.astype(valid, dtype)[:, None] * (eps / c)
+            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / c)
         if w is not None:
             q = q * w
-        bad = valid & ~in_range
-        q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
+        if not opts.checked:
+            bad = valid & ~((target >= 0) & (target < c))
+            q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
     else:
         q = target * (1.0 - eps) + eps / c if eps else target
         if w is not None:
