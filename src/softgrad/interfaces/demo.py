@@ -117,7 +117,7 @@ def _derivative_check(out: Any, X: np.ndarray, y: np.ndarray) -> bool:
     h = 1e-5
     _, g = obj.value_and_grad(w)
     (f_plus, g_plus), (f_minus, g_minus) = obj.value_and_grad(w + h * v), obj.value_and_grad(w - h * v)
-    rows = {
+    rows: dict[str, tuple[Any, Any]] = {
         "gradient . v  vs  (f(w+hv) - f(w-hv)) / 2h": (float(g @ v), (f_plus - f_minus) / (2 * h)),
         "H v (exact HVP)  vs  (g(w+hv) - g(w-hv)) / 2h": (obj.hvp(w, v), (g_plus - g_minus) / (2 * h)),
     }
