@@ -365,3 +365,14 @@ def test_torch_tensors_and_autograd_through_logsumexp():
     bf = torch.tensor([1.0, 2.0, 3.0], dtype=torch.bfloat16)
     assert sg.softmax(bf).dtype == torch.bfloat16
     assert sg.log_softmax_jacobian(bf).dtype == torch.bfloat16
+
+
+def test_rows_of_no_entries(backend):
+    """An axis of length 0: empty results, and logsumexp -inf as for an all-masked row (SciPy)."""
+    special = pytest.importorskip("scipy.special")
+    x = backend.asarray(np.zeros((3, 0)))
+    s, logp, lse, jac = _run(
+        backend, lambda z: (sg.softmax(z), sg.log_softmax(z), sg.logsumexp(z), sg.softmax_jacobian(z)), x
+    )
+    assert s.shape == logp.shape == (3, 0) and jac.shape == (3, 0, 0)
+    np.testing.assert_array_equal(lse, special.logsumexp(np.zeros((3, 0)), axis=-1))

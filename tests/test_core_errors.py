@@ -148,3 +148,19 @@ def test_arrays_from_two_libraries_are_rejected():
     vjp = sg.softmax_vjp(s, [1.0, 0.0, 0.0])
     assert isinstance(vjp, torch.Tensor)
     np.testing.assert_allclose(vjp.numpy(), sg.softmax_jacobian(np.array([1.0, 2.0, 3.0]))[0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "softmax_vjp", "log_softmax_vjp"])
+def test_out_is_checked_and_written(name, kernel_path):
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    want = call(name, x)
+    out = np.empty_like(want)
+    assert call(name, x, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    shape = re.escape(str(want.shape))
+    with pytest.raises(ValueError, match=rf"out must have shape {shape} and dtype float64, got \(4, 4\)"):
+        call(name, x, out=np.empty((4, 4)))
+    with pytest.raises(ValueError, match=rf"out must have shape {shape} .* got .* and float32"):
+        call(name, x, out=np.empty(want.shape, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"out= is supported for NumPy arrays only, got list"):
+        call(name, x, out=[0.0] * 6)

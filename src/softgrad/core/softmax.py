@@ -59,7 +59,11 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None, t: float = 1.0) ->
     neg_inf = xp.asarray(-xp.inf, dtype=x.dtype)
     if where is not None:
         x = xp.where(where, x, neg_inf)
-    m = xp.max(x, axis=axis, keepdims=True)
+    if x.shape[axis] == 0:  # rows of no entries are empty rows: logsumexp -inf, as in SciPy
+        shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape))
+        m = xp.full(shape, -xp.inf, dtype=x.dtype)
+    else:
+        m = xp.max(x, axis=axis, keepdims=True)
     zero = xp.zeros_like(m)
     m_shift = xp.where(xp.isinf(m), zero, m)  # NaN stays NaN and poisons the row
     # x - m overflows only when x and m are huge and of opposite signs; then the exact
