@@ -445,3 +445,18 @@ def test_regression_temperature_rounded_x_over_t_was_hundreds_of_ulp_off(kernel_
         logp_ref = [round_to_dtype(v, np.float64) for v in logp]
     assert ulp_distance(sg.softmax(x, temperature=0.3), s_ref).max() <= MAX_ULP
     assert ulp_distance(sg.log_softmax(x, temperature=0.3), logp_ref).max() <= MAX_ULP
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_differences_beyond_the_largest_float_after_a_small_temperature(dtype, kernel_path):
+    """(x - max) / T below -max rounds to -inf: log_softmax -inf there, never NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = np.array([-1e30, 1.0, 0.0], dtype=dtype)
+        for t in (1e-10, 1e-300):
+            with mp.workdps(DPS):
+                want = [round_to_dtype(v, dtype) for v in mp_family(x, t)[1]]
+            logp = sg.log_softmax(x, temperature=t)
+            assert logp.dtype == dtype
+            assert ulp_distance(logp, want).max() <= MAX_ULP, (t, logp, want)
+            assert np.array_equal(sg.softmax(x, temperature=t), [0.0, 1.0, 0.0])

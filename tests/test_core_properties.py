@@ -47,10 +47,10 @@ def tiny(x: np.ndarray) -> float:
 
 
 @SETTINGS
-@given(x=rows())
-def test_any_finite_input_gives_no_nan_and_rows_sum_to_one(x, kernel_path):
-    s = sg.softmax(x)
-    logp = sg.log_softmax(x)
+@given(x=rows(), t=st.sampled_from([1.0, 1.0, 0.5, 3.0, 1e-3, 1e-300, 1e300]))
+def test_any_finite_input_gives_no_nan_and_rows_sum_to_one(x, t, kernel_path):
+    s = sg.softmax(x, temperature=t)
+    logp = sg.log_softmax(x, temperature=t)
     lse = sg.logsumexp(x)
     assert s.dtype == logp.dtype == lse.dtype == x.dtype
     assert not np.isnan(s).any() and not np.isnan(logp).any() and not np.isnan(lse).any()

@@ -8,6 +8,7 @@ NumPy directly, so Dask arrays stay lazy and JAX functions stay jittable.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import array_api_compat
@@ -25,6 +26,7 @@ __all__ = [
     "is_numpy_array",
     "normalize_axis",
     "store_out",
+    "temperature_in",
     "validate_where",
 ]
 
@@ -113,6 +115,20 @@ def check_temperature(temperature: Any) -> float:
     if not math.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     return t
+
+
+def temperature_in(xp: Any, dtype: Any, t: float) -> float:
+    """The temperature ``t`` as a number of the compute ``dtype`` holds it, as a Python float.
+
+    float64 holds every valid ``t``. In float32 (half precision input) ``t`` is rounded and kept
+    inside the normal range, so that dividing by it never meets 0 or inf; after the final
+    rounding to half precision the results are those of the exact ``t``.
+    """
+    fi = xp.finfo(dtype)
+    if float(fi.eps) <= 2.0**-52:
+        return t
+    tc = min(max(t, float(fi.smallest_normal)), float(fi.max))
+    return float(struct.unpack("f", struct.pack("f", tc))[0])
 
 
 def check_same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:

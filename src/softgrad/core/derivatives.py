@@ -18,6 +18,7 @@ from .._array import (
     compute_dtype,
     normalize_axis,
     store_out,
+    temperature_in,
 )
 from . import _dispatch
 from .softmax import log_softmax, softmax
@@ -83,7 +84,7 @@ def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -
     xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
     jac = s[..., :, None] * _eye_minus(xp, s)
     if t != 1.0:
-        jac = jac / t
+        jac = jac / temperature_in(xp, jac.dtype, t)
     return cast_result(xp, jac, out_dtype)
 
 
@@ -119,7 +120,7 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
     in_support = logp != -xp.inf  # NaN stays in, and poisons its row
     jac = xp.where(in_support[..., :, None], _eye_minus(xp, s), xp.zeros_like(s[..., None, :]))
     if t != 1.0:
-        jac = jac / t
+        jac = jac / temperature_in(xp, jac.dtype, t)
     return cast_result(xp, jac, out_dtype)
 
 
@@ -146,7 +147,7 @@ def _softmax_product(s: Any, v: Any, axis: Any, temperature: Any, names: tuple[s
     t = check_temperature(temperature)
     prod = s * (v - xp.sum(v * s, axis=axis, keepdims=True))
     if t != 1.0:
-        prod = prod / t
+        prod = prod / temperature_in(xp, prod.dtype, t)
     return cast_result(xp, prod, out_dtype)
 
 
@@ -220,7 +221,7 @@ def _log_softmax_products(
         g = xp.where(in_support, g, zeros)
         prod = xp.where(in_support, g - xp.sum(p * g, axis=axis, keepdims=True), zeros)
     if t != 1.0:
-        prod = prod / t
+        prod = prod / temperature_in(xp, prod.dtype, t)
     return cast_result(xp, prod, out_dtype)
 
 
@@ -306,5 +307,6 @@ def softmax_hessian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) ->
         a[..., :, :, None] * a[..., :, None, :] - s[..., None, :, None] * a[..., None, :, :]
     )
     if t != 1.0:
-        hess = hess / (t * t)
+        tc = temperature_in(xp, hess.dtype, t)
+        hess = hess / tc / tc  # tc * tc may underflow to 0
     return cast_result(xp, hess, out_dtype)

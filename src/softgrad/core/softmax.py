@@ -18,7 +18,6 @@ over for NumPy input when they apply, and are tested against this code.
 from __future__ import annotations
 
 import math
-import struct
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ from .._array import (
     compute_dtype,
     normalize_axis,
     store_out,
+    temperature_in,
     validate_where,
 )
 from . import _dispatch
@@ -83,6 +83,7 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None, t: float = 1.0) ->
     bb = s - a
     lo = (a - (s - bb)) + (b - bb)
     if t != 1.0:
+        t = temperature_in(xp, x.dtype, t)
         y, lo = _divide(xp, y, lo, t)
         if t > 1.0:  # a difference beyond the largest float may come back in range
             q = _quotient(xp, xp.where(beyond, half_diff, xp.zeros_like(x)), 0.5 * t)
@@ -110,10 +111,7 @@ def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
     emax = math.frexp(fmax)[1]
     bits = round(1 - math.log2(float(fi.eps)))  # 53 for float64, 24 for float32
     half = (bits + 1) // 2
-    tc = t
-    if bits != 53:  # float32 compute (half input): t as float32, kept in its normal range
-        tc = min(max(t, float(fi.smallest_normal)), fmax)
-        tc = struct.unpack("f", struct.pack("f", tc))[0]
+    tc = t  # already as the compute dtype holds it (temperature_in)
     mant, exp = math.frexp(tc)
     t_hi = math.ldexp(math.floor(math.ldexp(mant, half)), exp - half)  # ``half`` leading bits
     t_lo = tc - t_hi
