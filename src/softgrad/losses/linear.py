@@ -124,8 +124,9 @@ def linear_cross_entropy(
     The matrix products run in the input dtype (as PyTorch does; float32 BLAS for float32),
     the softmax part in the compute dtype; the result equals the unfused
     ``cross_entropy_value_and_grad(x @ W.T + b, ...)`` followed by the two products, up to
-    rounding. NumPy input goes through BLAS chunk by chunk; any other array library through
-    its own ``matmul`` (Dask builds one graph node per chunk).
+    rounding. NumPy input goes through BLAS chunk by chunk (``dW`` accumulated in place by
+    ``gemm``); a row-chunked Dask ``x`` runs this NumPy code once per block, on its worker; any
+    other array library goes through its own ``matmul``.
 
     Examples
     --------
