@@ -38,7 +38,7 @@ def client() -> Iterator[Any]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=50,  # the killed worker's warnings are expected
         ) as cluster,
         distributed.Client(cluster) as c,
@@ -128,9 +128,7 @@ def test_worker_killed_mid_fit(client: Any, tmp_path: Path, solver: str) -> None
         # a moment later: the kill lands while the next evaluation runs on the cluster
         threading.Timer(0.01, os.kill, (pids[victim], signal.SIGKILL)).start()
 
-    model = _fit(
-        SoftmaxRegression(C=1.0, solver=solver), X, y, callback=kill_at_third_iteration
-    )
+    model = _fit(SoftmaxRegression(C=1.0, solver=solver), X, y, callback=kill_at_third_iteration)
 
     assert killed and killed["blocks"] > 0  # the victim held persisted blocks
     np.testing.assert_array_equal(model.coef_, quiet.coef_)  # bit for bit: fixed-order sums

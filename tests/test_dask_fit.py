@@ -61,7 +61,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def _objective(model: SoftmaxRegression, X: np.ndarray, y: np.ndarray, C: float, sw: np.ndarray | None = None) -> float:
+def _objective(
+    model: SoftmaxRegression, X: np.ndarray, y: np.ndarray, C: float, sw: np.ndarray | None = None
+) -> float:
     """``C sum_i s_i CE_i + 0.5 ||W||^2`` from scikit-learn's log_loss: independent of softgrad."""
     n = X.shape[0] if sw is None else float(np.sum(sw))
     ce = log_loss(y, model.predict_proba(X), sample_weight=sw, labels=model.classes_) * n
@@ -105,12 +107,16 @@ def test_fit_matches_scikit_learn(synthetic: tuple[np.ndarray, np.ndarray, np.nd
 
 
 @pytest.mark.parametrize("class_weight", [None, "balanced", {0: 2.0, 1: 0.5, 2: 1.0, 3: 3.0}])
-def test_sample_and_class_weights(synthetic: tuple[np.ndarray, np.ndarray, np.ndarray], class_weight: object) -> None:
+def test_sample_and_class_weights(
+    synthetic: tuple[np.ndarray, np.ndarray, np.ndarray], class_weight: object
+) -> None:
     X, y, sw = synthetic
     kw = {"C": 1.0, "tol": 1e-8, "class_weight": class_weight}
     ref = _fit(SoftmaxRegression(**kw), X, y, sample_weight=sw)
     Xd = da.from_array(X, chunks=(100, 6))
-    model = _fit(SoftmaxRegression(**kw), Xd, da.from_array(y, chunks=100), sample_weight=da.from_array(sw, chunks=100))
+    model = _fit(
+        SoftmaxRegression(**kw), Xd, da.from_array(y, chunks=100), sample_weight=da.from_array(sw, chunks=100)
+    )
     assert _rel(model.coef_, ref.coef_) < COEF_RTOL
     assert _rel(model.intercept_, ref.intercept_) < COEF_RTOL
     assert abs(model.loss_curve_[-1] - ref.loss_curve_[-1]) <= OBJ_RTOL * ref.loss_curve_[-1]
@@ -123,7 +129,9 @@ def test_no_intercept_and_no_penalty(synthetic: tuple[np.ndarray, np.ndarray, np
     X, y, _ = synthetic
     for kw in ({"fit_intercept": False, "C": 1.0}, {"C": np.inf}):
         ref = _fit(SoftmaxRegression(tol=1e-8, **kw), X, y)
-        model = _fit(SoftmaxRegression(tol=1e-8, **kw), da.from_array(X, chunks=(90, 6)), da.from_array(y, chunks=90))
+        model = _fit(
+            SoftmaxRegression(tol=1e-8, **kw), da.from_array(X, chunks=(90, 6)), da.from_array(y, chunks=90)
+        )
         assert _rel(model.coef_, ref.coef_) < COEF_RTOL, kw
         assert abs(model.loss_curve_[-1] - ref.loss_curve_[-1]) <= OBJ_RTOL * ref.loss_curve_[-1]
 
@@ -135,7 +143,9 @@ def test_float32_trains_in_float32(synthetic: tuple[np.ndarray, np.ndarray, np.n
     # tol above float32's noise floor, so both fits stop on the gradient test
     ref32 = _fit(SoftmaxRegression(tol=1e-4, max_iter=100), X32, y)
     model = _fit(
-        SoftmaxRegression(tol=1e-4, max_iter=100), da.from_array(X32, chunks=(100, 6)), da.from_array(y, chunks=100)
+        SoftmaxRegression(tol=1e-4, max_iter=100),
+        da.from_array(X32, chunks=(100, 6)),
+        da.from_array(y, chunks=100),
     )
     assert model.coef_.dtype == np.float32 and model.intercept_.dtype == np.float32
     # float32 products round differently in blocks: as close to the float64 optimum as in memory
@@ -161,7 +171,9 @@ def test_dataframe_with_string_labels(synthetic: tuple[np.ndarray, np.ndarray, n
     # lazy predictions on the DataFrame, columns checked against the fitted names
     proba = model.predict_proba(ddf.drop(columns="label"))
     assert isinstance(proba, da.Array)
-    np.testing.assert_allclose(proba.compute(), ref.predict_proba(frame.drop(columns="label")), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        proba.compute(), ref.predict_proba(frame.drop(columns="label")), rtol=1e-6, atol=1e-12
+    )
     assert model.score(ddf.drop(columns="label"), ddf["label"]) == pytest.approx(
         ref.score(frame.drop(columns="label"), frame["label"])
     )
@@ -304,5 +316,5 @@ def test_bad_input(synthetic: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None
         SoftmaxRegression().fit(Xd, da.zeros_like(yd))
     with pytest.raises(ValueError, match="sample_weight"):
         SoftmaxRegression().fit(Xd, yd, sample_weight=-sw)
-    with pytest.raises(ValueError, match="[Uu]nknown label type"):
+    with pytest.raises(ValueError, match=r"[Uu]nknown label type"):
         SoftmaxRegression().fit(Xd, yd + 0.5)

@@ -186,7 +186,10 @@ def linear_cross_entropy(
         dask.delayed(_block, pure=False)(xb, tb, sb, params, opts, dask_key_name=f"softgrad-lce-{token}-{i}")
         for i, (xb, tb, sb) in enumerate(zip(xs, ts, ss, strict=True))
     ]
-    parts = [dask.delayed(_partial)(blk, dask_key_name=f"softgrad-lce-part-{token}-{i}") for i, blk in enumerate(blocks)]
+    parts = [
+        dask.delayed(_partial)(blk, dask_key_name=f"softgrad-lce-part-{token}-{i}")
+        for i, blk in enumerate(blocks)
+    ]
     level = 0
     while len(parts) > 1:
         parts = [
@@ -201,7 +204,10 @@ def linear_cross_entropy(
 
     if reduction == "none":
         loss = da.concatenate(
-            [da.from_delayed(dask.delayed(_pick)(blk, 0), shape=(n,), dtype=dtype) for blk, n in zip(blocks, rows, strict=True)]
+            [
+                da.from_delayed(dask.delayed(_pick)(blk, 0), shape=(n,), dtype=dtype)
+                for blk, n in zip(blocks, rows, strict=True)
+            ]
         )
     else:
         loss = item(0, ())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ def is_dask_collection(x: Any) -> bool:
 
 
 def _dataframe_kind(x: Any) -> str | None:
-    """"frame" for a Dask DataFrame, "series" for a Dask Series, else None."""
+    """ "frame" for a Dask DataFrame, "series" for a Dask Series, else None."""
     if not is_dask_collection(x) or not hasattr(x, "map_partitions"):
         return None
     import dask.dataframe as dd
@@ -79,7 +79,9 @@ def as_row_array(X: Any, name: str = "X", *, lengths: bool = True) -> tuple[Any,
 
     names = None
     if _is_dataframe(X):
-        bad = [str(c) for c, t in X.dtypes.items() if not (np.issubdtype(t, np.number) or t == bool)]
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        bad = [str(c) for c, t in X.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
         if bad:
             raise TypeError(f"{name} must have numeric columns only, got non-numeric columns {bad}")
         names = list(X.columns)
@@ -481,7 +483,9 @@ class _SGDSpec:
     grad_scale: float  # C * scale
 
 
-def _sgd_block(state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, epoch: int, seed: int) -> tuple[Any, ...]:
+def _sgd_block(
+    state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, epoch: int, seed: int
+) -> tuple[Any, ...]:
     """The mini-batch updates of one epoch over one block's rows, in a random order.
 
     The same update as :func:`._solvers.sgd`: step ``eta0 / (1 + eta0 lam t)``, the gradient of
@@ -558,14 +562,22 @@ def sgd(
     else:
         eta0 = float(learning_rate)
     spec = _SGDSpec(
-        obj.n_classes, obj.n_features, obj.fit_intercept, obj.dtype, n, max(1, min(int(batch_size), n)), eta0, lam, C * scale
+        obj.n_classes,
+        obj.n_features,
+        obj.fit_intercept,
+        obj.dtype,
+        n,
+        max(1, min(int(batch_size), n)),
+        eta0,
+        lam,
+        C * scale,
     )
     blocks = data.block_keys()
     w = np.array(w0, dtype=np.float64)
     state: tuple[Any, ...] = (w, w.copy(), 0, 0)
     curve: list[float] = []
     f_prev, stalls, converged, epoch = math.inf, 0, False, 0
-    for epoch in range(1, max_iter + 1):  # noqa: B007
+    for epoch in range(1, max_iter + 1):
         order = rng.permutation(len(blocks))
         seeds = rng.randint(0, 2**31 - 1, size=len(blocks))
         token = uuid.uuid4().hex

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._common import CLIError, console, fmt, parse_numbers, print_json
+from ._dask_opts import _add_dask_options
 
 __all__ = ["register"]
 
@@ -57,6 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+    _add_dask_options(p)  # --dask, --scheduler: fit on a Dask cluster (issue #6)
 
     p = sub.add_parser("predict", help="predict with a model saved by 'softgrad train'")
     p.add_argument("model", help="the model file or folder")
