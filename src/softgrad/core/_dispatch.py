@@ -31,7 +31,14 @@ import numpy as np
 from .. import config
 from .._array import cast_result, check_temperature, normalize_axis, validate_where
 
-__all__ = ["log_softmax", "log_softmax_vjp", "logsumexp", "softmax", "softmax_vjp"]
+__all__ = [
+    "cross_entropy_rows",
+    "log_softmax",
+    "log_softmax_vjp",
+    "logsumexp",
+    "softmax",
+    "softmax_vjp",
+]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -161,3 +168,58 @@ def softmax_vjp(s: Any, g: Any, axis: Any, temperature: Any, out: Any) -> Any:
 
 def log_softmax_vjp(logp: Any, g: Any, axis: Any, temperature: Any, out: Any) -> Any:
     return _vjp_like(logp, g, axis, temperature, out, log=True)
+
+
+def cross_entropy_rows(
+    x: Any,
+    target: Any,
+    sw: Any,
+    row: Any,
+    weight: Any,
+    ignore_index: int,
+    smoothing: float,
+    by_checked_index: bool,
+    want_loss: bool,
+    want_grad: bool,
+    grad_out: Any = None,
+) -> Any:
+    """The per-row step of cross-entropy (``losses.cross_entropy._loss_grad_rows``), fused.
+
+    Takes validated rows: ``x`` (R, C) logits, ``target`` (R,) class indices already checked to
+    lie in ``[0, C)`` or equal ``ignore_index`` (``by_checked_index``), ``sw`` (R,) sample
+    weights or None, ``row`` the gradient's row scale ((R,), 0-d or None), ``weight`` (C,) or
+    None. Returns ``(loss_rows, grad)`` as that function does (sample-weighted float64 losses;
+    the gradient in ``x``'s dtype, written into ``grad_out`` when given), or None.
+    """
+    if not (by_checked_index and _applies(x)) or x.ndim != 2:
+        return None
+    for a in (target, sw, row, weight, grad_out):
+        if a is not None and not isinstance(a, np.ndarray):
+            return None
+    from . import _kernels
+
+    rows, n = x.shape
+    if n > _kernels.GROUP or target.shape != (rows,) or target.dtype.kind not in "iu":
+        return None
+    if grad_out is not None and (
+        grad_out.shape != x.shape or grad_out.dtype != x.dtype or not grad_out.flags.c_contiguous
+    ):
+        return None
+    w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    s = None if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
+    if (w is not None and w.shape != (n,)) or (s is not None and s.shape != (rows,)):
+        return None
+    if row is None or row.ndim == 0:
+        rs: Any = None if row is None else float(row)
+    elif row.shape == (rows,):
+        rs = np.ascontiguousarray(row, dtype=np.float64)
+    else:
+        return None
+    xc = np.ascontiguousarray(x)
+    loss = np.empty(rows, dtype=np.float64) if want_loss else None
+    grad = None
+    if want_grad:
+        grad = grad_out if grad_out is not None else np.empty_like(xc)
+    y = np.ascontiguousarray(target, dtype=np.int64)
+    _kernels.cross_entropy_2d(xc, y, w, int(ignore_index), float(smoothing), s, rs, loss, grad)
+    return loss, grad

@@ -1,34 +1,36 @@
 """Fused Numba CPU kernels for the softmax family (float32 and float64, rows along the last axis).
 
 The reference code in :mod:`.softmax` and :mod:`.derivatives` is the specification; these
-kernels compute the same thing in one or two sweeps over memory. :mod:`._dispatch` validates
-the arguments, lays the data out as C-contiguous ``(rows, n)`` and calls the drivers at the
-bottom of this module.
+kernels compute the same thing in as few sweeps over memory as they can. :mod:`._dispatch`
+validates the arguments, lays the data out as C-contiguous ``(rows, n)`` and calls the entry
+points at the bottom of this module.
 
-How a row of softmax is computed (``x`` of length ``n``, ``buf`` a per-thread scratch row):
+A row of softmax (``x`` of length ``n``; ``work`` and ``stage`` are per-thread scratch rows):
 
-1. **Stats** (one read of ``x``, from memory): the maximum ``m``, the minimum, and whether the
+1. **Stats**, the one read of ``x`` from memory: the maximum ``m``, the minimum, and whether the
    row holds a NaN, by integer reductions over the bits (an order-preserving map of floats to
    integers), which LLVM vectorizes without any fast-math flag. Rows holding NaN or ``±inf``
    go to a scalar routine with the reference semantics (:func:`_special_row`).
-2. **Exp** (from L1/L2): ``x - m`` as an exact pair ``s + err`` (TwoSum), ``e = exp(s + err)``
-   with the exp of :mod:`._fastexp` (``err`` folded into its reduced argument), stored in
-   ``buf``; ``ties`` counts the entries equal to the maximum (``s == 0``, ``e == 1`` exactly).
-   When the row's spread is small (min >= m - 86 in float32, m - 700 in float64) every ``e``
-   is a normal number and the cheaper :func:`exp_fast` runs; otherwise :func:`exp_core`
-   with clamping (-inf entries, subnormal results).
-3. **Sum** in float64 over ``buf``: blocks of 256 summed with the reassociation flag (the only
-   fast-math flag used, and only on these additions: it lets LLVM vectorize the sum by
-   changing its order), blocks combined with a compensated (Neumaier) sum.
-4. **Store**: ``buf * (1/total)`` with ``1/total`` split in two floats (one FMA per element,
-   about one rounding), written with non-temporal stores when the output is large (no
-   read-for-ownership of the destination: that is what lets a fused kernel approach
-   ``np.copyto`` speed).
+2. **Exp** (``x`` now comes from L1/L2): ``e = exp((x - m) / T)`` into ``work`` (float64).
+   float32 input computes in float64 like the reference: ``x - m`` is exact there and
+   :func:`exp_lowp` has a relative error below 2**-33, so the float32 result is rounded once
+   from a far more accurate value. float64 input takes ``x - m`` as an exact pair ``s + err``
+   (TwoSum) and folds ``err`` into the reduced argument of :func:`exp_fast` (rows whose spread
+   is below 700, every result normal) or :func:`exp_core` (clamped: ``-inf`` entries,
+   subnormal results); with a temperature the division keeps its exact remainder, as in the
+   reference.
+3. **Sum** (:func:`esum`): every ``e`` in [0, 1] is split as ``hi + lo`` with ``hi`` on a grid
+   fine enough that all sums of ``hi`` are exact in any order; the ``lo`` are summed in short
+   blocks and compensated across blocks. The total is accurate to about one rounding, and
+   ``(H - 1) + L`` is the "rest" of the normalizer that log1p needs (the reference's split into
+   ties and rest, without counting ties).
+4. **Store**: ``e / total`` rounded once, gathered in ``stage`` and written out with
+   non-temporal stores when the output is large (no read-for-ownership of the destination:
+   that is what lets a fused kernel approach ``np.copyto`` speed).
 
-float32 input computes in float32 with error-free corrections and float64 sums: results are
-within a few ULP of the exact value (the tests measure it against mpmath). float64 input does
-the same in float64. Short rows are processed in groups so that the scratch and the
-non-temporal stores cover many rows at once.
+Short rows are processed in groups, so that one stage and one streamed store cover many rows.
+Every hot loop runs over ``range(n)`` on sliced arrays: an index that Numba cannot prove
+non-negative costs a wraparound check per access, which turns vector loads into gathers.
 """
 
 from __future__ import annotations
@@ -45,37 +47,39 @@ from ._fastexp import exp_core, exp_fast, exp_full, exp_lowp, f2i, fma, i2f, nt_
 
 __all__ = [
     "GROUP",
+    "cross_entropy_2d",
     "log_softmax_vjp_2d",
     "logsumexp_2d",
     "softmax_2d",
     "softmax_vjp_2d",
 ]
 
-# Elements per scratch group: a row longer than this is processed chunk by chunk (recomputing
-# exp in the store sweep); shorter rows are grouped up to this many elements.
+# Elements of ``work`` per thread: a row longer than this is processed chunk by chunk
+# (recomputing exp in the store sweep instead of reading a spilled buffer).
 GROUP = 1 << 20
-_SMALL_GROUP = 1 << 14  # rows grouped for short rows: keep the group in L2
+_SMALL_GROUP = 1 << 14  # short rows are grouped up to this many elements (stage stays in L2)
 _BLOCK = 256  # summation block for the small parts (reassociated inside, compensated across)
 
 _strict = numba.njit(cache=True, nogil=True)
+_reassoc = numba.njit(fastmath={"reassoc"}, cache=True, nogil=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# dtype-generic building blocks (overloads pick the float32 or float64 body)
+# dtype-generic building blocks (an overload picks the float32 or the float64 body)
 
 
-def row_stats(x: Any, lo: int, hi: int) -> Any:  # pragma: no cover - jitted only
-    """``(max, min, has_nan)`` of ``x[lo:hi]``."""
+def row_stats(x: Any) -> Any:  # pragma: no cover - jitted only
+    """``(max, min, has_nan)`` of the row ``x``."""
     raise NotImplementedError
 
 
-def _stats32(x: Any, lo: Any, hi: Any) -> Any:
+def _stats32(x: Any) -> Any:
     mx = np.int32(-2147483648)
     mn = np.int32(2147483647)
     ab = np.int32(0)
-    for j in range(lo, hi):
+    for j in range(x.shape[0]):
         b = f2i(x[j])
-        key = np.int32(b ^ ((b >> 31) & 0x7FFFFFFF))  # order-preserving: float order = int order
+        key = np.int32(b ^ ((b >> 31) & 0x7FFFFFFF))  # float order == integer order
         mx = max(mx, key)
         mn = min(mn, key)
         ab = max(ab, np.int32(b & 0x7FFFFFFF))
@@ -84,12 +88,12 @@ def _stats32(x: Any, lo: Any, hi: Any) -> Any:
     return m, least, ab > 0x7F800000
 
 
-def _stats64(x: Any, lo: Any, hi: Any) -> Any:
+def _stats64(x: Any) -> Any:
     mask = np.int64(0x7FFFFFFFFFFFFFFF)
     mx = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
     mn = np.int64(0x7FFFFFFFFFFFFFFF)
     ab = np.int64(0)
-    for j in range(lo, hi):
+    for j in range(x.shape[0]):
         b = f2i(x[j])
         key = b ^ ((b >> 63) & mask)
         mx = max(mx, key)
@@ -101,7 +105,7 @@ def _stats64(x: Any, lo: Any, hi: Any) -> Any:
 
 
 @overload(row_stats, jit_options={"fastmath": False})
-def _row_stats_ol(x: Any, lo: Any, hi: Any) -> Any:
+def _row_stats_ol(x: Any) -> Any:
     if x.dtype == types.float32:
         return _stats32
     if x.dtype == types.float64:
@@ -120,9 +124,12 @@ def two_diff(a: Any, b: Any) -> Any:  # pragma: no cover - jitted
 
 @_strict
 def _tempered64(v: Any, m: Any, t: float, invt: float) -> Any:  # pragma: no cover - jitted
-    """``(v - m) / t`` as ``q + lo`` (float64), as the reference: the quotient rounded once and
-    the division's exact remainder (one FMA) kept in ``lo``. A difference beyond the largest
-    float (``v - m`` overflows) is divided in halves; ``-inf`` entries give ``(-inf, 0)``."""
+    """``(v - m) / t`` as ``q + lo`` in float64, as the reference computes it.
+
+    The quotient is rounded once and the division's exact remainder (one FMA) goes into ``lo``.
+    A difference beyond the largest float (``v - m`` overflows) is divided in halves; ``-inf``
+    entries give ``(-inf, 0)``.
+    """
     s, err = two_diff(v, m)
     q = s / t
     lo = (fma(-q, t, s) + err) * invt
@@ -131,48 +138,53 @@ def _tempered64(v: Any, m: Any, t: float, invt: float) -> Any:  # pragma: no cov
     return (half if beyond else q), (0.0 if beyond else lo)
 
 
-def exp_sweep(x: Any, lo: Any, hi: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:  # pragma: no cover
-    """``work[j - lo] = exp((x[j] - m) / t)`` in float64 for j in [lo, hi).
+@_strict
+def _exp_clamped(s: float, err: float) -> float:  # pragma: no cover - jitted
+    """``exp(s + err)`` in float64 for any ``s <= 0``: ``-inf`` and huge spreads included."""
+    ok = s > -1400.0
+    return exp_core(s if ok else -1400.0, err if ok else 0.0)
 
-    The maxima get exactly 1 (``x - m == 0``, exp's polynomial gives 1 at 0).
+
+def exp_sweep(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:  # pragma: no cover
+    """``work[j] = exp((x[j] - m) / t)`` in float64 (``x`` and ``work`` of one length).
+
+    The maxima get exactly 1 (``x - m == 0`` and the polynomial is exactly 1 at 0).
     """
     raise NotImplementedError
 
 
-def _exp_sweep32(x: Any, lo: Any, hi: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
-    # float32 computes in float64 (as the reference): x - m is exact, exp_lowp's error is
-    # 2**-33, so the float32 result is rounded once from a value far more accurate than it.
+def _exp_sweep32(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
     m64 = np.float64(m)
     if t == 1.0:
-        for j in range(lo, hi):
+        for j in range(x.shape[0]):
             d = np.float64(x[j]) - m64
-            work[j - lo] = exp_lowp(d if d > -200.0 else -200.0)
+            work[j] = exp_lowp(d if d > -200.0 else -200.0)
     else:
         invt = 1.0 / t
-        for j in range(lo, hi):
+        for j in range(x.shape[0]):
             d = (np.float64(x[j]) - m64) * invt
-            work[j - lo] = exp_lowp(d if d > -200.0 else -200.0)
+            work[j] = exp_lowp(d if d > -200.0 else -200.0)
 
 
-def _exp_sweep64(x: Any, lo: Any, hi: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
+def _exp_sweep64(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
     if t == 1.0:
         if fast:  # spread below 700: every exp is a normal number
-            for j in range(lo, hi):
+            for j in range(x.shape[0]):
                 s, err = two_diff(x[j], m)
-                work[j - lo] = exp_fast(s, err)
+                work[j] = exp_fast(s, err)
         else:
-            for j in range(lo, hi):
+            for j in range(x.shape[0]):
                 s, err = two_diff(x[j], m)
-                work[j - lo] = exp_clamped(s, err)
+                work[j] = _exp_clamped(s, err)
     else:
         invt = 1.0 / t
-        for j in range(lo, hi):
+        for j in range(x.shape[0]):
             q, qlo = _tempered64(x[j], m, t, invt)
-            work[j - lo] = exp_clamped(q, qlo)
+            work[j] = _exp_clamped(q, qlo)
 
 
 @overload(exp_sweep, jit_options={"fastmath": False})
-def _exp_sweep_ol(x: Any, lo: Any, hi: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
+def _exp_sweep_ol(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
     if x.dtype == types.float32:
         return _exp_sweep32
     if x.dtype == types.float64:
@@ -180,45 +192,28 @@ def _exp_sweep_ol(x: Any, lo: Any, hi: Any, work: Any, m: Any, t: Any, fast: Any
     return None
 
 
-def exp_clamped(s: Any, err: Any) -> Any:  # pragma: no cover - jitted only
-    """``exp(s + err)`` (float64) for any ``s <= 0``: ``-inf`` and huge spreads included."""
+def scale_sweep(work: Any, stage: Any, total: Any) -> Any:  # pragma: no cover - jitted only
+    """``stage[j] = work[j] / total`` rounded once to ``stage``'s dtype."""
     raise NotImplementedError
 
 
-def _exp_clamped64(s: Any, err: Any) -> Any:
-    ok = s > -1400.0
-    return exp_core(s if ok else -1400.0, err if ok else 0.0)
+def _scale_sweep32(work: Any, stage: Any, total: Any) -> Any:
+    inv = 1.0 / total  # float64: the product is rounded to float32 once
+    for j in range(work.shape[0]):
+        stage[j] = np.float32(work[j] * inv)
 
 
-@overload(exp_clamped, jit_options={"fastmath": False})
-def _exp_clamped_ol(s: Any, err: Any) -> Any:
-    if s == types.float64:
-        return _exp_clamped64
-    return None
-
-
-def scale_sweep(work: Any, n: Any, stage: Any, soff: Any, total: Any) -> Any:  # pragma: no cover
-    """``stage[soff + j] = work[j] / total`` rounded to ``stage``'s dtype, j < n."""
-    raise NotImplementedError
-
-
-def _scale_sweep32(work: Any, n: Any, stage: Any, soff: Any, total: Any) -> Any:
-    inv = 1.0 / total  # float64: the product rounds to float32 once
-    for j in range(n):
-        stage[soff + j] = np.float32(work[j] * inv)
-
-
-def _scale_sweep64(work: Any, n: Any, stage: Any, soff: Any, total: Any) -> Any:
+def _scale_sweep64(work: Any, stage: Any, total: Any) -> Any:
     # 1/total as hi + lo: one FMA per entry gives the quotient to about half an ULP.
     hi = 1.0 / total
     lo = fma(-hi, total, 1.0) / total
-    for j in range(n):
+    for j in range(work.shape[0]):
         b = work[j]
-        stage[soff + j] = fma(b, hi, b * lo)
+        stage[j] = fma(b, hi, b * lo)
 
 
 @overload(scale_sweep, jit_options={"fastmath": False})
-def _scale_sweep_ol(work: Any, n: Any, stage: Any, soff: Any, total: Any) -> Any:
+def _scale_sweep_ol(work: Any, stage: Any, total: Any) -> Any:
     if stage.dtype == types.float32:
         return _scale_sweep32
     if stage.dtype == types.float64:
@@ -226,37 +221,36 @@ def _scale_sweep_ol(work: Any, n: Any, stage: Any, soff: Any, total: Any) -> Any
     return None
 
 
-def logp_sweep(x: Any, lo: Any, hi: Any, stage: Any, soff: Any, m: Any, t: Any, shift: Any) -> Any:
-    """``stage[soff + j - lo] = (x[j] - m) / t - shift``."""  # pragma: no cover - jitted only
+def logp_sweep(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:  # pragma: no cover
+    """``stage[j] = (x[j] - m) / t - shift`` rounded once to ``stage``'s dtype."""
     raise NotImplementedError
 
 
-def _logp_sweep32(x: Any, lo: Any, hi: Any, stage: Any, soff: Any, m: Any, t: Any, shift: Any) -> Any:
+def _logp_sweep32(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
     m64 = np.float64(m)
     if t == 1.0:
-        for j in range(lo, hi):
-            stage[soff + j - lo] = np.float32((np.float64(x[j]) - m64) - shift)
+        for j in range(x.shape[0]):
+            stage[j] = np.float32((np.float64(x[j]) - m64) - shift)
     else:
         invt = 1.0 / t
-        for j in range(lo, hi):
-            stage[soff + j - lo] = np.float32((np.float64(x[j]) - m64) * invt - shift)
+        for j in range(x.shape[0]):
+            stage[j] = np.float32((np.float64(x[j]) - m64) * invt - shift)
 
 
-def _logp_sweep64(x: Any, lo: Any, hi: Any, stage: Any, soff: Any, m: Any, t: Any, shift: Any) -> Any:
+def _logp_sweep64(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
     if t == 1.0:
-        for j in range(lo, hi):
+        for j in range(x.shape[0]):
             s, err = two_diff(x[j], m)
-            err = err if s > -np.inf else 0.0
-            stage[soff + j - lo] = (s - shift) + err
+            stage[j] = (s - shift) + (err if s > -np.inf else 0.0)
     else:
         invt = 1.0 / t
-        for j in range(lo, hi):
+        for j in range(x.shape[0]):
             q, qlo = _tempered64(x[j], m, t, invt)
-            stage[soff + j - lo] = (q - shift) + qlo
+            stage[j] = (q - shift) + qlo
 
 
 @overload(logp_sweep, jit_options={"fastmath": False})
-def _logp_sweep_ol(x: Any, lo: Any, hi: Any, stage: Any, soff: Any, m: Any, t: Any, shift: Any) -> Any:
+def _logp_sweep_ol(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
     if x.dtype == types.float32:
         return _logp_sweep32
     if x.dtype == types.float64:
@@ -265,70 +259,7 @@ def _logp_sweep_ol(x: Any, lo: Any, hi: Any, stage: Any, soff: Any, m: Any, t: A
 
 
 # ---------------------------------------------------------------------------------------------
-# Sums (float64): vectorized blocks, compensated across blocks
-
-
-@_strict
-def _split(e: float, c: float) -> Any:  # pragma: no cover - jitted
-    """``e == hi + lo`` with ``hi`` on the grid of ``ulp(c)``: ``(e + c) - c`` rounds ``e`` to it."""
-    hi = (e + c) - c
-    return hi, e - hi
-
-
-@numba.njit(fastmath={"reassoc"}, cache=True, nogil=True)
-def _block_split_sum(buf: Any, lo: int, hi: int, c: float) -> Any:  # pragma: no cover - jitted
-    # Reassociation (the one fast-math flag in softgrad) lets LLVM keep partial sums in vector
-    # registers. It cannot change the first sum: every ``hi`` and every partial sum of them is a
-    # multiple of ulp(c) below c / 3, so all those additions are exact in any order. The
-    # second one adds numbers below ulp(c) / 2 over a short block. The split itself is strict.
-    sh = 0.0
-    sl = 0.0
-    for j in range(lo, hi):
-        a, b = _split(buf[j], c)
-        sh += a
-        sl += b
-    return sh, sl
-
-
-@_strict
-def split_constant(n: int) -> float:  # pragma: no cover - jitted
-    """``1.5 * 2**p`` with ``2**p >= 2 * (n + 1)``: a grid fine enough for sums of n numbers <= 1."""
-    p = 1
-    while 2.0**p < 2.0 * (n + 1):
-        p += 1
-    return 1.5 * 2.0**p
-
-
-@_strict
-def esum(buf: Any, lo: int, hi: int, c: float, acc: Any) -> Any:  # pragma: no cover - jitted
-    """Add ``sum(buf[lo:hi])`` (numbers in [0, 1]) to ``acc = (H, L, comp)``.
-
-    ``H`` is the exact sum of the leading parts, ``L + comp`` the compensated sum of the rest:
-    the total ``H + L + comp`` is accurate to about one rounding whatever ``n``, and
-    ``(H - 1) + (L + comp)`` gives the "rest" of a normalizer exactly enough for log1p.
-    """
-    sh, sl, comp = acc
-    for b in range(lo, hi, _BLOCK):
-        h, low = _block_split_sum(buf, b, min(b + _BLOCK, hi), c)
-        sh += h
-        sl, comp = _two_sum(sl, comp, low)
-    return sh, sl, comp
-
-
-@numba.njit(fastmath={"reassoc"}, cache=True, nogil=True)
-def _block_dot(a: Any, b: Any, lo: int, hi: int) -> float:  # pragma: no cover - jitted
-    acc = 0.0
-    for j in range(lo, hi):
-        acc += np.float64(a[j]) * np.float64(b[j])
-    return acc
-
-
-@numba.njit(fastmath={"reassoc"}, cache=True, nogil=True)
-def _block_sum_where(g: Any, logp: Any, lo: int, hi: int) -> float:  # pragma: no cover - jitted
-    acc = 0.0
-    for j in range(lo, hi):
-        acc += np.float64(g[j]) if logp[j] != -np.inf else 0.0  # NaN stays in
-    return acc
+# Sums in float64
 
 
 @_strict
@@ -342,62 +273,150 @@ def _two_sum(s: float, c: float, t: float) -> Any:  # pragma: no cover - jitted
     return u, c
 
 
+@_strict
+def _split(e: float, c: float) -> Any:  # pragma: no cover - jitted
+    """``e == hi + lo`` with ``hi`` on the grid of ``ulp(c)``: ``(e + c) - c`` rounds ``e`` to it."""
+    hi = (e + c) - c
+    return hi, e - hi
+
+
+@_reassoc
+def _block_split_sum(buf: Any, c: float) -> Any:  # pragma: no cover - jitted
+    # Reassociation (the one fast-math flag in softgrad, on these additions only) lets LLVM keep
+    # partial sums in vector registers. It cannot change the first sum: every ``hi`` and every
+    # partial sum of them is a multiple of ulp(c) below c / 3, so those additions are exact in
+    # any order. The second adds numbers below ulp(c) / 2 over one short block. The split
+    # itself is a separate, strict function.
+    sh = 0.0
+    sl = 0.0
+    for j in range(buf.shape[0]):
+        a, b = _split(buf[j], c)
+        sh += a
+        sl += b
+    return sh, sl
+
+
+@_strict
+def split_constant(n: int) -> float:  # pragma: no cover - jitted
+    """``1.5 * 2**p`` with ``2**p >= 2 * (n + 1)``: a grid for exact sums of n numbers <= 1."""
+    p = 1
+    while 2.0**p < 2.0 * (n + 1):
+        p += 1
+    return 1.5 * 2.0**p
+
+
+@_strict
+def esum(buf: Any, c: float, acc: Any) -> Any:  # pragma: no cover - jitted
+    """Add ``sum(buf)`` (numbers in [0, 1]) to ``acc = (H, L, comp)``.
+
+    ``H`` is the exact sum of the leading parts, ``L + comp`` the compensated sum of the rest:
+    ``H + (L + comp)`` is the sum to about one rounding whatever the length, and
+    ``(H - 1) + (L + comp)`` the "rest" of a normalizer, exact enough for log1p.
+    """
+    sh, sl, comp = acc
+    n = buf.shape[0]
+    for b in range(0, n, _BLOCK):
+        h, low = _block_split_sum(buf[b : min(b + _BLOCK, n)], c)
+        sh += h
+        sl, comp = _two_sum(sl, comp, low)
+    return sh, sl, comp
+
+
+@_reassoc
+def _block_dot(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    acc = 0.0
+    for j in range(a.shape[0]):
+        acc += np.float64(a[j]) * np.float64(b[j])
+    return acc
+
+
+@_reassoc
+def _block_support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    acc = 0.0
+    for j in range(g.shape[0]):
+        acc += np.float64(g[j]) if logp[j] != -np.inf else 0.0  # NaN stays in, as in the reference
+    return acc
+
+
+@_strict
+def _dot64(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    s = 0.0
+    c = 0.0
+    n = a.shape[0]
+    for k in range(0, n, _BLOCK):
+        h = min(k + _BLOCK, n)
+        s, c = _two_sum(s, c, _block_dot(a[k:h], b[k:h]))
+    return s + c
+
+
+@_strict
+def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    s = 0.0
+    c = 0.0
+    n = g.shape[0]
+    for k in range(0, n, _BLOCK):
+        h = min(k + _BLOCK, n)
+        s, c = _two_sum(s, c, _block_support_sum(g[k:h], logp[k:h]))
+    return s + c
+
+
 # ---------------------------------------------------------------------------------------------
 # One row
 
 
 @_strict
-def _stream(out: Any, olo: int, buf: Any, blo: int, n: int, nt: bool) -> None:  # pragma: no cover
-    """``out[olo:olo+n] = buf[blo:blo+n]``; non-temporal stores for the 64-byte-aligned middle."""
+def _stream(out: Any, buf: Any, nt: bool) -> None:  # pragma: no cover - jitted
+    """``out[:] = buf[:len(out)]``; non-temporal stores for the 64-byte-aligned middle."""
+    n = out.shape[0]
     if not nt:
         for j in range(n):
-            out[olo + j] = buf[blo + j]
+            out[j] = buf[j]
         return
     lanes = 64 // out.itemsize
-    addr = out.ctypes.data + olo * out.itemsize
-    head = min(((64 - (addr & 63)) & 63) // out.itemsize, n)
+    head = min(((64 - (out.ctypes.data & 63)) & 63) // out.itemsize, n)
     for j in range(head):
-        out[olo + j] = buf[blo + j]
+        out[j] = buf[j]
     j = head
     while j + lanes <= n:
-        nt_line(out, olo + j, buf, blo + j)
+        nt_line(out, j, buf, j)
         j += lanes
-    for k in range(j, n):
-        out[olo + k] = buf[blo + k]
+    tail = out[j:]
+    rest = buf[j:]
+    for k in range(tail.shape[0]):
+        tail[k] = rest[k]
 
 
 @_strict
-def _special_row(x: Any, out: Any, olo: int, n: int, kind: int, op: int) -> float:  # pragma: no cover
+def _special_row(x: Any, out: Any, kind: int, op: int) -> float:  # pragma: no cover - jitted
     """A row holding NaN (kind 0), +inf (kind 1) or only -inf (kind 2), as the reference does.
 
-    op 0 softmax, 1 log_softmax (both write ``out[olo:olo+n]``), 2 logsumexp (returned).
+    op 0: softmax, 1: log_softmax (both fill ``out``), 2: logsumexp (only returned).
     """
+    n = out.shape[0] if op < 2 else 0
     if kind == 0:
-        if op < 2:
-            for j in range(n):
-                out[olo + j] = np.nan
+        for j in range(n):
+            out[j] = np.nan
         return np.nan
     if kind == 2:
-        if op < 2:
-            fill = 0.0 if op == 0 else -np.inf
-            for j in range(n):
-                out[olo + j] = fill
-        return -np.inf
-    if op < 2:
-        k = 0
+        fill = 0.0 if op == 0 else -np.inf
         for j in range(n):
-            k += x[j] == np.inf
+            out[j] = fill
+        return -np.inf
+    k = 0
+    for j in range(n):
+        k += x[j] == np.inf
+    if n:
         on = 1.0 / k if op == 0 else -np.log(np.float64(k))
         off = 0.0 if op == 0 else -np.inf
         for j in range(n):
-            out[olo + j] = on if x[j] == np.inf else off
+            out[j] = on if x[j] == np.inf else off
     return np.inf
 
 
 @_strict
-def _classify(x: Any, t: float) -> Any:  # pragma: no cover - jitted
+def _classify(x: Any) -> Any:  # pragma: no cover - jitted
     """``(m, kind, fast)``: kind -1 regular, 0 NaN, 1 +inf, 2 all -inf; ``fast``: spread < 700."""
-    m, least, nan = row_stats(x, 0, x.shape[0])
+    m, least, nan = row_stats(x)
     if nan:
         return m, 0, False
     if m == np.inf:
@@ -409,84 +428,82 @@ def _classify(x: Any, t: float) -> Any:  # pragma: no cover - jitted
 
 @_strict
 def _normalizer(x: Any, work: Any, m: Any, t: float, fast: bool) -> float:  # pragma: no cover
-    """``log(sum(exp((x - m) / t)))`` of a regular row via log1p (``work`` as scratch)."""
+    """``log(sum(exp((x - m) / t)))`` of a regular row, through log1p (``work`` as scratch)."""
     n = x.shape[0]
     cap = work.shape[0]
     c = split_constant(n)
     acc = (0.0, 0.0, 0.0)
     for lo in range(0, n, cap):
         hi = min(lo + cap, n)
-        exp_sweep(x, lo, hi, work, m, t, fast)
-        acc = esum(work, 0, hi - lo, c, acc)
+        w = work[: hi - lo]
+        exp_sweep(x[lo:hi], w, m, t, fast)
+        acc = esum(w, c, acc)
     sh, sl, comp = acc
-    return np.log1p((sh - 1.0) + (sl + comp))  # sh - 1 is exact: the maxima count 1 each
+    return np.log1p((sh - 1.0) + (sl + comp))  # sh - 1 is exact: each maximum counts 1
 
 
 @_strict
-def _softmax_row(x: Any, out: Any, olo: int, work: Any, stage: Any, soff: int, t: float, nt: bool) -> bool:
-    """softmax of the row ``x`` into ``stage[soff:soff+n]`` (returns False); a row longer than
-    ``work`` goes chunk by chunk straight to ``out[olo:olo+n]`` (returns True)."""  # pragma: no cover
+def _softmax_row(x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool) -> bool:
+    """softmax of the row ``x`` into ``stage`` (returns False), or, for a row longer than
+    ``work``, chunk by chunk straight into ``out`` (returns True)."""  # pragma: no cover
     n = x.shape[0]
     cap = work.shape[0]
     direct = n > cap
-    m, kind, fast = _classify(x, t)
+    m, kind, fast = _classify(x)
     if kind >= 0:
-        if direct:
-            _special_row(x, out, olo, n, kind, 0)
-        else:
-            _special_row(x, stage, soff, n, kind, 0)
+        _special_row(x, out if direct else stage, kind, 0)
         return direct
     c = split_constant(n)
     if not direct:
-        exp_sweep(x, 0, n, work, m, t, fast)
-        sh, sl, comp = esum(work, 0, n, c, (0.0, 0.0, 0.0))
-        scale_sweep(work, n, stage, soff, sh + (sl + comp))
+        w = work[:n]
+        exp_sweep(x, w, m, t, fast)
+        sh, sl, comp = esum(w, c, (0.0, 0.0, 0.0))
+        scale_sweep(w, stage, sh + (sl + comp))
         return False
     acc = (0.0, 0.0, 0.0)
     for lo in range(0, n, cap):
         hi = min(lo + cap, n)
-        exp_sweep(x, lo, hi, work, m, t, fast)
-        acc = esum(work, 0, hi - lo, c, acc)
+        w = work[: hi - lo]
+        exp_sweep(x[lo:hi], w, m, t, fast)
+        acc = esum(w, c, acc)
     total = acc[0] + (acc[1] + acc[2])
     for lo in range(0, n, cap):  # exp again rather than a second pass over memory
         hi = min(lo + cap, n)
-        exp_sweep(x, lo, hi, work, m, t, fast)
-        scale_sweep(work, hi - lo, stage, 0, total)
-        _stream(out, olo + lo, stage, 0, hi - lo, nt)
+        w = work[: hi - lo]
+        st = stage[: hi - lo]
+        exp_sweep(x[lo:hi], w, m, t, fast)
+        scale_sweep(w, st, total)
+        _stream(out[lo:hi], st, nt)
     return True
 
 
 @_strict
-def _log_softmax_row(
-    x: Any, out: Any, olo: int, work: Any, stage: Any, soff: int, t: float, nt: bool
-) -> bool:  # pragma: no cover - jitted
-    """log_softmax of the row ``x``; same protocol as :func:`_softmax_row`."""
+def _log_softmax_row(x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool) -> bool:
+    """log_softmax of the row ``x``; same protocol as :func:`_softmax_row`."""  # pragma: no cover
     n = x.shape[0]
     cap = work.shape[0]
     direct = n > cap
-    m, kind, fast = _classify(x, t)
+    m, kind, fast = _classify(x)
     if kind >= 0:
-        if direct:
-            _special_row(x, out, olo, n, kind, 1)
-        else:
-            _special_row(x, stage, soff, n, kind, 1)
+        _special_row(x, out if direct else stage, kind, 1)
         return direct
     shift = _normalizer(x, work, m, t, fast)
     if not direct:
-        logp_sweep(x, 0, n, stage, soff, m, t, shift)
+        logp_sweep(x, stage, m, t, shift)
         return False
-    for c in range(0, n, cap):
-        h = min(c + cap, n)
-        logp_sweep(x, c, h, stage, 0, m, t, shift)
-        _stream(out, olo + c, stage, 0, h - c, nt)
+    for lo in range(0, n, cap):
+        hi = min(lo + cap, n)
+        st = stage[: hi - lo]
+        logp_sweep(x[lo:hi], st, m, t, shift)
+        _stream(out[lo:hi], st, nt)
     return True
 
 
 @_strict
 def _logsumexp_row(x: Any, work: Any) -> float:  # pragma: no cover - jitted
-    m, kind, fast = _classify(x, 1.0)
+    m, kind, fast = _classify(x)
     if kind >= 0:
-        return _special_row(x, work, 0, 0, kind, 2)
+        return _special_row(x, work, kind, 2)
     return np.float64(m) + _normalizer(x, work, m, 1.0, fast)
 
 
@@ -496,21 +513,20 @@ def _logsumexp_row(x: Any, work: Any) -> float:  # pragma: no cover - jitted
 
 @_strict
 def _softmax_group(
-    x: Any, flat: Any, work: Any, stage: Any, g: int, per: int, t: float, log: bool, nt: bool
+    x: Any, out: Any, work: Any, stage: Any, r0: int, r1: int, t: float, log: bool, nt: bool
 ) -> None:  # pragma: no cover - jitted
-    """Rows ``[g*per, (g+1)*per)``: results gathered in ``stage``, then streamed out at once."""
-    rows, n = x.shape
-    r0 = g * per
-    r1 = min(r0 + per, rows)
+    """Rows ``[r0, r1)``: results gathered in ``stage``, then streamed out at once."""
+    n = x.shape[1]
     written = False
     for r in range(r0, r1):
-        soff = (r - r0) * n
+        k = (r - r0) * n
+        st = stage[k : k + n]
         if log:
-            written = _log_softmax_row(x[r], flat, r * n, work, stage, soff, t, nt)
+            written = _log_softmax_row(x[r], out[r], work, st, t, nt)
         else:
-            written = _softmax_row(x[r], flat, r * n, work, stage, soff, t, nt)
+            written = _softmax_row(x[r], out[r], work, st, t, nt)
     if not written:
-        _stream(flat, r0 * n, stage, 0, (r1 - r0) * n, nt)
+        _stream(out[r0:r1].reshape(-1), stage, nt)
     if nt:
         sfence()
 
@@ -521,10 +537,10 @@ def _softmax_2d(
 ) -> None:  # pragma: no cover - jitted
     rows = x.shape[0]
     ngroups = (rows + per - 1) // per
-    flat = out.reshape(-1)
     for g in prange(ngroups):
         tid = numba.get_thread_id()
-        _softmax_group(x, flat, work[tid], stage[tid], g, per, t, log, nt)
+        r0 = g * per
+        _softmax_group(x, out, work[tid], stage[tid], r0, min(r0 + per, rows), t, log, nt)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -537,28 +553,28 @@ def _logsumexp_2d(x: Any, out: Any, work: Any) -> None:  # pragma: no cover - ji
 # VJPs
 
 
-def vjp_sweep(s: Any, g: Any, out: Any, n: Any, dot: Any, t: Any) -> Any:  # pragma: no cover
+def vjp_sweep(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:  # pragma: no cover
     """``out[j] = s[j] * (g[j] - dot) / t`` in the compute precision."""
     raise NotImplementedError
 
 
-def _vjp_sweep32(s: Any, g: Any, out: Any, n: Any, dot: Any, t: Any) -> Any:
+def _vjp_sweep32(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
     inv = 1.0 / t
-    for j in range(n):
+    for j in range(s.shape[0]):
         out[j] = np.float32(np.float64(s[j]) * (np.float64(g[j]) - dot) * inv)
 
 
-def _vjp_sweep64(s: Any, g: Any, out: Any, n: Any, dot: Any, t: Any) -> Any:
+def _vjp_sweep64(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
     if t == 1.0:
-        for j in range(n):
+        for j in range(s.shape[0]):
             out[j] = s[j] * (g[j] - dot)
     else:
-        for j in range(n):
+        for j in range(s.shape[0]):
             out[j] = s[j] * (g[j] - dot) / t
 
 
 @overload(vjp_sweep, jit_options={"fastmath": False})
-def _vjp_sweep_ol(s: Any, g: Any, out: Any, n: Any, dot: Any, t: Any) -> Any:
+def _vjp_sweep_ol(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
     if s.dtype == types.float32:
         return _vjp_sweep32
     if s.dtype == types.float64:
@@ -566,50 +582,40 @@ def _vjp_sweep_ol(s: Any, g: Any, out: Any, n: Any, dot: Any, t: Any) -> Any:
     return None
 
 
-@_strict
-def _dot64(a: Any, b: Any, n: int) -> float:  # pragma: no cover - jitted
-    s = 0.0
-    c = 0.0
-    for k in range(0, n, _BLOCK):
-        s, c = _two_sum(s, c, _block_dot(a, b, k, min(k + _BLOCK, n)))
-    return s + c
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _softmax_vjp_2d(s: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover - jitted
-    rows, n = s.shape
-    for r in prange(rows):
-        vjp_sweep(s[r], g[r], out[r], n, _dot64(s[r], g[r], n), t)
+    for r in prange(s.shape[0]):
+        vjp_sweep(s[r], g[r], out[r], _dot64(s[r], g[r]), t)
 
 
-def lvjp_sweep(logp: Any, g: Any, out: Any, n: Any, total: Any, t: Any) -> Any:  # pragma: no cover
+def lvjp_sweep(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:  # pragma: no cover
     """``out = where(logp != -inf, g - exp(logp) * total, 0) / t`` (exp in float64)."""
     raise NotImplementedError
 
 
-def _lvjp_sweep32(logp: Any, g: Any, out: Any, n: Any, total: Any, t: Any) -> Any:
+def _lvjp_sweep32(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
     inv = 1.0 / t
-    for j in range(n):
+    for j in range(logp.shape[0]):
         lp = np.float64(logp[j])
         v = (np.float64(g[j]) - exp_full(lp) * total) * inv
         out[j] = np.float32(v) if lp != -np.inf else np.float32(0.0)
 
 
-def _lvjp_sweep64(logp: Any, g: Any, out: Any, n: Any, total: Any, t: Any) -> Any:
+def _lvjp_sweep64(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
     if t == 1.0:
-        for j in range(n):
+        for j in range(logp.shape[0]):
             lp = logp[j]
             v = g[j] - exp_full(lp) * total
             out[j] = v if lp != -np.inf else 0.0
     else:
-        for j in range(n):
+        for j in range(logp.shape[0]):
             lp = logp[j]
             v = (g[j] - exp_full(lp) * total) / t
             out[j] = v if lp != -np.inf else 0.0
 
 
 @overload(lvjp_sweep, jit_options={"fastmath": False})
-def _lvjp_sweep_ol(logp: Any, g: Any, out: Any, n: Any, total: Any, t: Any) -> Any:
+def _lvjp_sweep_ol(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
     if logp.dtype == types.float32:
         return _lvjp_sweep32
     if logp.dtype == types.float64:
@@ -617,20 +623,226 @@ def _lvjp_sweep_ol(logp: Any, g: Any, out: Any, n: Any, total: Any, t: Any) -> A
     return None
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _log_softmax_vjp_2d(logp: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover
+    for r in prange(logp.shape[0]):
+        lvjp_sweep(logp[r], g[r], out[r], _support_sum(g[r], logp[r]), t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-entropy with class-index targets: per-row loss and gradient from one shift of the row
+#
+# With q_j = valid * ((1 - eps) w_y [j == y] + (eps / C) w_j) and a = sum_j q_j (the reference's
+# ``_row_targets``), the row's loss is -sum_{q_j != 0} q_j log p_j and its gradient
+# rs * (a p_j - q_j); at a unique maximum k the gradient is rs * (q_off - a * rest / total),
+# q_off = sum_{j != k} q_j (``_block`` in losses/cross_entropy.py).
+
+
+def logp_at(x: Any, j: Any, m: Any, shift: Any) -> Any:  # pragma: no cover - jitted only
+    """``log p_j = (x[j] - m) - shift`` in float64, with the exact difference."""
+    raise NotImplementedError
+
+
+def _logp_at32(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    return (np.float64(x[j]) - np.float64(m)) - shift
+
+
+def _logp_at64(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    s, err = two_diff(x[j], m)
+    return (s - shift) + (err if s > -np.inf else 0.0)
+
+
+@overload(logp_at, jit_options={"fastmath": False})
+def _logp_at_ol(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    if x.dtype == types.float32:
+        return _logp_at32
+    if x.dtype == types.float64:
+        return _logp_at64
+    return None
+
+
 @_strict
-def _support_sum(g: Any, logp: Any, n: int) -> float:  # pragma: no cover - jitted
-    s = 0.0
-    c = 0.0
-    for k in range(0, n, _BLOCK):
-        s, c = _two_sum(s, c, _block_sum_where(g, logp, k, min(k + _BLOCK, n)))
-    return s + c
+def _logp_weighted_term(x: Any, j: int, w: Any, has_w: bool, m: Any, shift: float) -> float:
+    """``w_j * log p_j``, 0 where ``w_j == 0`` (no mass: ``0 * log 0 = 0``)."""  # pragma: no cover
+    wj = w[j] if has_w else 1.0
+    return wj * logp_at(x, j, m, shift) if wj != 0.0 else 0.0
+
+
+@_reassoc
+def _logp_weighted_sum(x: Any, w: Any, has_w: bool, m: Any, shift: float) -> float:  # pragma: no cover
+    # Terms of one sign (log p <= 0, w >= 0 in practice): the order of the sum hardly matters.
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += _logp_weighted_term(x, j, w, has_w, m, shift)
+    return acc
+
+
+@_strict
+def _top(x: Any, m: Any) -> Any:  # pragma: no cover - jitted
+    """How many entries equal the maximum, and the last index holding it."""
+    ties = 0
+    k = -1
+    for j in range(x.shape[0]):
+        hit = x[j] == m
+        ties += hit
+        k = max(k, j if hit else -1)
+    return ties, k
+
+
+def ce_grad_sweep(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: Any) -> Any:  # pragma: no cover
+    """``stage[j] = pa * e_j - qb * w_j`` rounded once (the gradient away from y and the top)."""
+    raise NotImplementedError
+
+
+def _ce_grad_sweep(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: Any) -> Any:
+    if has_w:
+        for j in range(work.shape[0]):
+            stage[j] = pa * work[j] - qb * w[j]
+    else:
+        for j in range(work.shape[0]):
+            stage[j] = pa * work[j] - qb
+
+
+@overload(ce_grad_sweep, jit_options={"fastmath": False})
+def _ce_grad_sweep_ol(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: Any) -> Any:
+    if stage.dtype in (types.float32, types.float64):
+        return _ce_grad_sweep
+    return None
+
+
+@_strict
+def _ce_q(j: int, y: int, w: Any, has_w: bool, wy: float, eps: float, ceps: float) -> float:
+    """The target weight ``q_j`` of a valid row."""  # pragma: no cover - jitted
+    wj = w[j] if has_w else 1.0
+    q = ceps * wj
+    if j == y:
+        q += (1.0 - eps) * wy
+    return q
+
+
+@_strict
+def _ce_special(
+    x: Any, kind: int, y: int, w: Any, has_w: bool, sumw: float, eps: float, rs: float,
+    stage: Any, want_grad: bool,
+) -> float:  # pragma: no cover - jitted
+    """Loss (before the sample weight) and gradient of a valid row holding NaN (kind 0), +inf
+    (kind 1) or only -inf (kind 2), as the reference computes them."""
+    n = x.shape[0]
+    ceps = eps / n
+    wy = w[y] if has_w else 1.0
+    a = (1.0 - eps) * wy + ceps * sumw
+    if kind != 1:  # NaN or empty row: log p is NaN or -inf everywhere, the gradient is 0
+        lp = np.nan if kind == 0 else -np.inf
+        loss = 0.0
+        for j in range(n):
+            q = _ce_q(j, y, w, has_w, wy, eps, ceps)
+            if q != 0.0:
+                loss -= q * lp
+        if want_grad:
+            for j in range(n):
+                stage[j] = 0.0
+        return loss
+    k = 0
+    top = -1
+    for j in range(n):
+        if x[j] == np.inf:
+            k += 1
+            top = j
+    lk = np.log(np.float64(k))
+    loss = 0.0
+    for j in range(n):
+        q = _ce_q(j, y, w, has_w, wy, eps, ceps)
+        if q != 0.0:
+            loss -= q * (-lk if x[j] == np.inf else -np.inf)
+    if want_grad:
+        for j in range(n):
+            q = _ce_q(j, y, w, has_w, wy, eps, ceps)
+            stage[j] = rs * ((a / k if x[j] == np.inf else 0.0) - q)
+        if k == 1:
+            stage[top] = rs * (a - _ce_q(top, y, w, has_w, wy, eps, ceps))
+    return loss
+
+
+@_strict
+def _ce_row(
+    x: Any, y: int, w: Any, has_w: bool, sumw: float, eps: float, rs: float,
+    work: Any, stage: Any, want_loss: bool, want_grad: bool,
+) -> float:  # pragma: no cover - jitted
+    """Loss (before the sample weight) of a valid row; its gradient into ``stage``."""
+    n = x.shape[0]
+    m, kind, fast = _classify(x)
+    if kind >= 0:
+        return _ce_special(x, kind, y, w, has_w, sumw, eps, rs, stage, want_grad)
+    ceps = eps / n
+    wy = w[y] if has_w else 1.0
+    a = (1.0 - eps) * wy + ceps * sumw
+    wk = work[:n]
+    exp_sweep(x, wk, m, 1.0, fast)
+    sh, sl, comp = esum(wk, split_constant(n), (0.0, 0.0, 0.0))
+    total = sh + (sl + comp)
+    rest = (sh - 1.0) + (sl + comp)  # exact enough: sh is an exact sum, each maximum counts 1
+    loss = 0.0
+    if want_loss:
+        shift = np.log1p(rest)
+        if wy != 0.0 and eps != 1.0:
+            loss = -(1.0 - eps) * wy * logp_at(x, y, m, shift)
+        if eps != 0.0:
+            loss -= ceps * _logp_weighted_sum(x, w, has_w, m, shift)
+    if want_grad:
+        ce_grad_sweep(wk, stage, w, has_w, rs * a / total, rs * ceps)
+        stage[y] = rs * (a * wk[y] / total - _ce_q(y, y, w, has_w, wy, eps, ceps))
+        ties, k = _top(x, m)
+        if ties == 1:  # p_k - 1 from the mass off the top, not by cancellation
+            wk_ = w[k] if has_w else 1.0
+            q_off = ceps * (sumw - wk_) + ((1.0 - eps) * wy if k != y else 0.0)
+            stage[k] = rs * (q_off - a * (rest / total))
+    return loss
+
+
+@_strict
+def _ce_group(
+    x: Any, y: Any, w: Any, has_w: bool, sumw: float, eps: float, ignore: int,
+    sw: Any, has_sw: bool, rs: Any, rs_mode: int, rs0: float,
+    loss: Any, grad: Any, work: Any, stage: Any, r0: int, r1: int,
+    want_loss: bool, want_grad: bool, nt: bool,
+) -> None:  # pragma: no cover - jitted
+    n = x.shape[1]
+    for r in range(r0, r1):
+        k = (r - r0) * n
+        st = stage[k : k + n]
+        yr = y[r]
+        scale = rs[r] if rs_mode == 2 else (rs0 if rs_mode == 1 else 1.0)
+        if yr == ignore:  # an ignored row: no loss, no gradient
+            lr = 0.0
+            if want_grad:
+                for j in range(n):
+                    st[j] = 0.0
+        else:
+            lr = _ce_row(x[r], yr, w, has_w, sumw, eps, scale, work, st, want_loss, want_grad)
+        if want_loss:
+            loss[r] = lr * sw[r] if has_sw else lr
+    if want_grad:
+        _stream(grad[r0:r1].reshape(-1), stage, nt)
+        if nt:
+            sfence()
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _log_softmax_vjp_2d(logp: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover - jitted
-    rows, n = logp.shape
-    for r in prange(rows):
-        lvjp_sweep(logp[r], g[r], out[r], n, _support_sum(g[r], logp[r], n), t)
+def _ce_2d(
+    x: Any, y: Any, w: Any, has_w: bool, sumw: float, eps: float, ignore: int,
+    sw: Any, has_sw: bool, rs: Any, rs_mode: int, rs0: float,
+    loss: Any, grad: Any, work: Any, stage: Any, per: int,
+    want_loss: bool, want_grad: bool, nt: bool,
+) -> None:  # pragma: no cover - jitted
+    rows = x.shape[0]
+    ngroups = (rows + per - 1) // per
+    for g in prange(ngroups):
+        tid = numba.get_thread_id()
+        r0 = g * per
+        _ce_group(
+            x, y, w, has_w, sumw, eps, ignore, sw, has_sw, rs, rs_mode, rs0, loss, grad,
+            work[tid], stage[tid], r0, min(r0 + per, rows), want_loss, want_grad, nt,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,29 +853,25 @@ _local = threading.local()
 
 
 def _scratch(name: str, rows: int, cols: int, dtype: Any) -> np.ndarray:
-    """A per-Python-thread scratch array of at least ``(rows, cols)``, reused across calls.
+    """A C-contiguous ``(rows, cols)`` scratch array, reused across calls (per Python thread).
 
     Reusing it avoids the page faults of a fresh buffer on every call; one per Python thread
     because the kernels release the GIL.
     """
+    bufs = _local.__dict__.setdefault("bufs", {})
     key = (name, np.dtype(dtype).str)
-    buf = getattr(_local, "bufs", {}).get(key)
-    if buf is None or buf.shape[0] < rows or buf.shape[1] < cols:
-        shape = (max(rows, 0 if buf is None else buf.shape[0]), max(cols, 0 if buf is None else buf.shape[1]))
-        buf = np.empty(shape, dtype)
-        if not hasattr(_local, "bufs"):
-            _local.bufs = {}
-        _local.bufs[key] = buf
-    return buf[:rows, :cols]
+    flat = bufs.get(key)
+    if flat is None or flat.size < rows * cols:
+        flat = np.empty(rows * cols, dtype)
+        bufs[key] = flat
+    return flat[: rows * cols].reshape(rows, cols)
 
 
 def _layout(rows: int, n: int, nthreads: int) -> tuple[int, int, int]:
     """``(rows per group, work length, stage length)`` for rows of length ``n``."""
-    if n >= _SMALL_GROUP:
-        per = 1
-    else:
-        per = max(1, min(rows, _SMALL_GROUP // n))
-        per = max(1, min(per, -(-rows // (2 * nthreads))))  # at least two groups per thread
+    per = 1
+    if n < _SMALL_GROUP:
+        per = max(1, min(_SMALL_GROUP // n, -(-rows // (2 * nthreads))))  # >= 2 groups per thread
     work = min(n, GROUP)
     return per, work, max(per * n, work) if n <= GROUP else work
 
@@ -686,8 +894,51 @@ def logsumexp_2d(x: np.ndarray, out: np.ndarray) -> None:
 
 
 def softmax_vjp_2d(s: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
+    """``out = s * (g - sum(g * s)) / t`` row by row."""
     _softmax_vjp_2d(s, g, out, float(t))
 
 
 def log_softmax_vjp_2d(logp: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
+    """``out = where(logp != -inf, g - exp(logp) * sum(g over the support), 0) / t``."""
     _log_softmax_vjp_2d(logp, g, out, float(t))
+
+
+def cross_entropy_2d(
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    ignore_index: int,
+    smoothing: float,
+    sw: np.ndarray | None,
+    row_scale: np.ndarray | float | None,
+    loss: np.ndarray | None,
+    grad: np.ndarray | None,
+) -> None:
+    """Per-row losses (times ``sw``) into ``loss`` and gradients (times ``row_scale``) into ``grad``.
+
+    ``x`` (R, C) C-contiguous logits; ``y`` (R,) int64 class indices in [0, C) or equal to
+    ``ignore_index``; ``weight`` (C,) float64 or None; ``sw`` (R,) float64 or None;
+    ``row_scale`` (R,) float64, a float, or None; ``loss`` (R,) float64 or None; ``grad``
+    (R, C) of ``x``'s dtype, C-contiguous (may be ``x`` itself), or None.
+    """
+    rows, n = x.shape
+    nthr = numba.get_num_threads()
+    per, wl, sl = _layout(rows, n, nthr)
+    work = _scratch("work", nthr, wl, np.float64)
+    stage = _scratch("stage", nthr, sl, x.dtype)
+    has_w = weight is not None
+    w = weight if weight is not None else np.ones(1)
+    sumw = float(np.sum(weight)) if weight is not None else float(n)
+    if isinstance(row_scale, np.ndarray) and row_scale.ndim == 1:
+        rs, mode, rs0 = row_scale, 2, 1.0
+    elif row_scale is None:
+        rs, mode, rs0 = np.ones(1), 0, 1.0
+    else:
+        rs, mode, rs0 = np.ones(1), 1, float(row_scale)
+    want_loss, want_grad = loss is not None, grad is not None
+    _ce_2d(
+        x, y, w, has_w, sumw, float(smoothing), int(ignore_index),
+        sw if sw is not None else np.ones(1), sw is not None, rs, mode, rs0,
+        loss if loss is not None else np.empty(1), grad if grad is not None else np.empty((1, 1), x.dtype),
+        work, stage, per, want_loss, want_grad, bool(want_grad and grad.nbytes >= _NT_MIN_BYTES),  # type: ignore[union-attr]
+    )

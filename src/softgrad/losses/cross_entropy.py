@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from .._array import Array, as_float_array, compute_dtype, is_numpy_array, normalize_axis, store_out
+from ..core import _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
 
 __all__ = [
@@ -435,6 +436,12 @@ def _loss_grad_rows(
     ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself: every block
     is read before it is overwritten).
     """
+    fast = _dispatch.cross_entropy_rows(
+        x, target, sw, row, opts.weight, opts.ignore_index, opts.smoothing,
+        opts.by_index and opts.checked, want_loss, want_grad, grad_out,
+    )  # the fused CPU kernel for NumPy float32/float64 input (core._dispatch), None otherwise
+    if fast is not None:
+        return fast
     blocks = _blocks(x, opts.n_classes)
     single = len(blocks) == 1 and grad_out is None
     loss_rows = None
