@@ -218,15 +218,32 @@ class SoftmaxObjective:
         raise NotImplementedError
 
     # --- the full objective --------------------------------------------------------------
+    def _project(self, gW: np.ndarray, gb: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Remove the components along the directions ``f`` does not depend on.
+
+        Adding one constant to every intercept, or (without penalty) one vector to every row of
+        ``W``, leaves every softmax unchanged, so the exact gradient and Hessian-vector
+        product have zero mean over the classes there. Their round-off does not; a Newton or
+        quasi-Newton step divides it by a zero curvature, and the intercepts drift to values
+        (1e5 with float32 data) where the logits lose every digit. Taking the mean out keeps
+        the iterates where they started along those directions.
+        """
+        if gb is not None:
+            gb = gb - gb.mean(dtype=np.float64).astype(gb.dtype)
+        if not np.isfinite(self.C):
+            gW = gW - gW.mean(axis=0, dtype=np.float64).astype(gW.dtype)
+        return gW, gb
+
     def value_and_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
         """``f(w)`` and its gradient (float64, length ``n_params``)."""
         W, b = self.unpack(w)
         d, gW, gb = self.data_value_and_grad(W, b)
+        g = self.pack(*self._project(gW, gb))
         if not np.isfinite(self.C):
-            return d, self.pack(gW, gb)
+            return d, g
         W64 = w[: self.n_classes * self.n_features]
         f = self.C * d + 0.5 * float(W64 @ W64)
-        g = self.C * self.pack(gW, gb)
+        g *= self.C
         g[: W64.size] += W64
         return f, g
 
@@ -234,8 +251,7 @@ class SoftmaxObjective:
         """The exact Hessian of ``f`` at ``w`` times ``v`` (float64, length ``n_params``)."""
         W, b = self.unpack(w)
         dW, db = self.unpack(v)
-        hW, hb = self.data_hvp(W, b, dW, db)
-        h = self.pack(hW, hb)
+        h = self.pack(*self._project(*self.data_hvp(W, b, dW, db)))
         if not np.isfinite(self.C):
             return h
         h *= self.C
