@@ -135,7 +135,8 @@ def _tempered64(v: Any, m: Any, t: float, invt: float) -> Any:  # pragma: no cov
     lo = (fma(-q, t, s) + err) * invt
     beyond = s == -np.inf
     half = (v * 0.5 - m * 0.5) / (0.5 * t)
-    return (half if beyond else q), (0.0 if beyond else lo)
+    keep = q > -np.inf and not beyond  # an overflowing quotient is -inf, without correction
+    return (half if beyond else q), (lo if keep else 0.0)
 
 
 @_strict
@@ -677,6 +678,15 @@ def _logp_weighted_sum(x: Any, w: Any, has_w: bool, m: Any, shift: float) -> flo
     return acc
 
 
+@_reassoc
+def _sum_except(w: Any, k: int) -> float:  # pragma: no cover - jitted
+    """``sum(w) - w[k]`` without the cancellation: the sum of the other entries."""
+    acc = 0.0
+    for j in range(w.shape[0]):
+        acc += w[j] if j != k else 0.0
+    return acc
+
+
 @_strict
 def _top(x: Any, m: Any) -> Any:  # pragma: no cover - jitted
     """How many entries equal the maximum, and the last index holding it."""
@@ -758,8 +768,13 @@ def _ce_special(
         for j in range(n):
             q = _ce_q(j, y, w, has_w, wy, eps, ceps)
             stage[j] = rs * ((a / k if x[j] == np.inf else 0.0) - q)
-        if k == 1:
-            stage[top] = rs * (a - _ce_q(top, y, w, has_w, wy, eps, ceps))
+        if k == 1:  # the reference's top-1 form: the target mass off the top, summed directly
+            q_off = 0.0
+            comp = 0.0
+            for j in range(n):
+                if j != top:
+                    q_off, comp = _two_sum(q_off, comp, _ce_q(j, y, w, has_w, wy, eps, ceps))
+            stage[top] = rs * (q_off + comp)
     return loss
 
 
@@ -793,8 +808,8 @@ def _ce_row(
         stage[y] = rs * (a * wk[y] / total - _ce_q(y, y, w, has_w, wy, eps, ceps))
         ties, k = _top(x, m)
         if ties == 1:  # p_k - 1 from the mass off the top, not by cancellation
-            wk_ = w[k] if has_w else 1.0
-            q_off = ceps * (sumw - wk_) + ((1.0 - eps) * wy if k != y else 0.0)
+            w_off = _sum_except(w, k) if has_w else n - 1.0
+            q_off = ceps * w_off + ((1.0 - eps) * wy if k != y else 0.0)
             stage[k] = rs * (q_off - a * (rest / total))
     return loss
 
