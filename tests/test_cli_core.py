@@ -58,6 +58,14 @@ def test_non_finite_values_in_json(capsys):
     assert data["log_softmax"][0] == "-inf"  # JSON has no infinity: the string stands for it
 
 
+def test_negative_infinity_and_exponents_are_numbers_not_options(capsys):
+    data = run_json(capsys, "softmax", "0", "-inf", "-1e3", "-.5", "--log")
+    got = as_floats(data["log_softmax"])
+    assert np.isneginf(got[1])
+    finite = np.array([0.0, -1000.0, -0.5])
+    np.testing.assert_allclose(np.delete(got, 1), special.log_softmax(finite), rtol=1e-15)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_jacobian_json(capsys, log):
     args = ["jacobian", "1", "2", "3", "-t", "0.5"] + (["--log"] if log else [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,13 @@ from ._common import CLIError
 __all__ = ["CLIError", "build_parser", "main"]
 
 _COMMAND_MODULES = ("_core_cmds", "_loss_cmds", "_model_cmds", "_bench_cmds")
+
+# argparse reads "-inf" or "-1e5" as an option; logits like these must stay positional.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*(e[+-]?\d+)?|\.\d+(e[+-]?\d+)?|inf(inity)?|nan)$", re.IGNORECASE)
+
+
+def _accept_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    parser._negative_number_matcher = _NEGATIVE_NUMBER  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
+    for p in (parser, *sub.choices.values()):
+        _accept_negative_numbers(p)
     return parser
 
 
