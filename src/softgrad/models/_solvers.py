@@ -25,6 +25,7 @@ __all__ = ["SolverResult", "blas_threads_for", "lbfgs", "newton_cg", "sgd"]
 # single-threaded, 16 ms with two threads).
 _THREADED_BLAS_WORK = 20_000_000
 _controller: list[Any] = []
+_SGD_STEP = 4.0
 
 Callback = Callable[[int, float], Any] | None
 
@@ -268,57 +269,66 @@ def sgd(
     rng: Any,
     callback: Callback = None,
 ) -> SolverResult:
-    r"""Mini-batch stochastic gradient descent with a decreasing step.
+    r"""Mini-batch stochastic gradient descent with epoch averaging and a step that halves.
 
     Each epoch visits the rows in a fresh random order (``rng.permutation``) in batches of
-    ``batch_size``; a batch's gradient is scaled to an unbiased estimate of the full one. The
-    step at update ``t`` is
+    ``batch_size``; a batch's gradient, scaled by ``n / batch``, is an unbiased estimate of the
+    full one. Within an epoch the step ``eta`` is constant and the iterates are averaged (tail
+    averaging removes most of the gradient noise). The schedule adapts to the data:
 
-    .. math:: \eta_t = \frac{\eta_0}{1 + \eta_0 \lambda t}
+    * the epoch's average is the candidate; if its full objective improves on the best so far
+      it is kept and the next epoch continues from the last iterate;
+    * if not, the step halves and the next epoch restarts from the best average.
 
-    (the schedule for a ``lambda``-strongly convex objective, ``lambda = 1 / (C S)`` for the
-    scaled objective). ``learning_rate="auto"`` takes ``eta_0 = min(4 / L, 1 / L_b)`` with
-    ``L`` the full-batch curvature bound and ``L_b`` the most one batch can have (so one
-    outlying row cannot make a step diverge). After each epoch the full objective goes into
-    ``loss_curve``; training stops when the scaled objective has not improved on its best by
-    ``tol`` (relative) for five epochs in a row, or after ``max_iter`` epochs. SGD gets near
-    the optimum, not to it: finish with ``"lbfgs"`` (``warm_start``) for the exact one.
+    ``learning_rate="auto"`` starts from ``eta_0 = 4 min(1 / L, 1 / L_b)`` with ``L`` the
+    full-batch curvature bound and ``L_b`` the most one batch can have (so one outlying row
+    cannot make a step diverge); a float sets ``eta_0``. ``loss_curve`` holds the objective of
+    the best average after each epoch (what the model would be if training stopped there);
+    training stops when it has improved by less than ``tol`` (relative) five times in a row, or
+    after ``max_iter`` epochs. SGD gets near the optimum, not to it: finish with ``"lbfgs"``
+    (``warm_start``) for the exact one.
     """
     scale = obj.scale
     n = obj.X.shape[0]
     bs = max(1, min(int(batch_size), n))
     if learning_rate == "auto":
         full, batch = _curvature_bounds(obj, bs)
-        eta0 = min(4.0 / full, 4.0 / batch)
+        eta = min(_SGD_STEP / full, _SGD_STEP / batch)
     else:
-        eta0 = float(learning_rate)
+        eta = float(learning_rate)
     lam = obj.scale if np.isfinite(obj.C) else 0.0
     data_scale = obj.scale * (obj.C if np.isfinite(obj.C) else 1.0)
     k = obj.n_classes * obj.n_features
     w = np.array(w0, dtype=np.float64)
+    best_w = w.copy()
+    best = obj.value_and_grad(w)[0] * scale
     curve: list[float] = []
-    t, best, stalls, converged, epoch = 0, math.inf, 0, False, 0
-    for epoch in range(1, max_iter + 1):
+    stalls, converged, epoch = 0, False, 0
+    for epoch in range(1, max_iter + 1):  # noqa: B007 (epoch is returned)
         order = rng.permutation(n)
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            W, b = obj.unpack(w)
-            Xb, yb, swb = obj.rows(idx)
-            _, gW, gb = data_value_and_grad(Xb, yb, swb, W, b)
-            g = obj.pack(gW, gb) * (data_scale * n / idx.size)
-            if lam:
-                g[:k] += lam * w[:k]
-            w -= (eta0 / (1.0 + eta0 * lam * t)) * g
-            t += 1
-        f = obj.value_and_grad(w)[0]
-        _record(curve, callback, f)
-        fs = f * scale
-        if not math.isfinite(fs):
-            return SolverResult(w, epoch, False, "diverged: lower learning_rate", curve)
-        stalls = stalls + 1 if best - fs < tol * max(1.0, abs(fs)) else 0
-        best = min(best, fs)
+        avg = np.zeros_like(w)
+        with blas_threads_for(bs * k):  # a batch is a small problem, whatever n is
+            for count, start in enumerate(range(0, n, bs), start=1):
+                idx = order[start : start + bs]
+                W, b = obj.unpack(w)
+                Xb, yb, swb = obj.rows(idx)
+                _, gW, gb = data_value_and_grad(Xb, yb, swb, W, b)
+                g = obj.pack(gW, gb) * (data_scale * n / idx.size)
+                if lam:
+                    g[:k] += lam * w[:k]
+                w -= eta * g
+                avg += (w - avg) / count
+        fs = obj.value_and_grad(avg)[0] * scale
+        improvement = best - fs  # NaN when a step diverged: handled as no improvement
+        if improvement > 0:
+            best, best_w = fs, avg
+        else:  # too large a step for this stage: halve it, start again from the best point
+            eta *= 0.5
+            w = best_w.copy()
+        _record(curve, callback, best / scale)
+        stalls = stalls + 1 if improvement < tol * max(1.0, abs(best)) else 0
         if stalls >= 5:
             converged = True
             break
     message = "objective stopped decreasing" if converged else "maximum number of epochs reached"
-    return SolverResult(w, epoch, converged, message, curve)
+    return SolverResult(best_w, epoch, converged, message, curve)
