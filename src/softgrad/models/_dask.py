@@ -191,11 +191,7 @@ def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
             (X,) = dask.persist(X)
     X, names = as_row_array(X, "X")
     rows = X.chunks[0]
-    if any(c == 0 for c in rows):  # empty partitions give empty blocks: harmless, but drop them
-        pass
     y = as_row_vector(y, rows, "y")
-    if y.dtype.kind == "f":
-        pass  # float labels are allowed (sklearn accepts them); classes are their distinct values
     sw = None
     if sample_weight is not None:
         sw = as_row_vector(sample_weight, rows, "sample_weight")
