@@ -1,4 +1,6 @@
-"""``softgrad train --dask [--scheduler ADDRESS]`` end to end (issue #6).
+"""``softgrad train --dask`` end to end under the local scheduler (issue #6).
+
+With ``--scheduler`` on a running cluster: ``test_dask_distributed.py``.
 
 The oracle is the in-memory fit of the same rows (the files concatenated with pandas) and the
 in-memory ``softgrad train`` on one file holding them all.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,30 +93,6 @@ def test_progress_and_split(
     assert "training" in captured.err and "objective" in captured.err  # the progress bar
     assert "train" in captured.out and "test" in captured.out
     assert (tmp_path / "m.sg").is_file()
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster:
-        yield cluster.scheduler_address
-
-
-def test_train_on_a_scheduler(
-    scheduler: str, frame: Any, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "model.sg"
-    code, result, err = _train(
-        [str(folders["parquet"]), "--dask", "--scheduler", scheduler, "--target", "label", "--test-size", "0",
-         "--json", "--quiet", "--out", str(out)],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    ref = SoftmaxRegression().fit(frame.drop(columns="label"), frame["label"])
-    assert result["objective"] == pytest.approx(ref.loss_curve_[-1], rel=1e-8)
-    np.testing.assert_allclose(SoftmaxRegression.load(out).coef_, ref.coef_, rtol=1e-6, atol=1e-8)
 
 
 def test_unreachable_scheduler(

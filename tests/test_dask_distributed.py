@@ -8,6 +8,7 @@ call to a log file, which shows when a block lost with a worker was made again.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -108,13 +109,18 @@ def _workers_holding(client: Any, prefix: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 def test_worker_killed_mid_fit(client: Any, tmp_path: Path, solver: str) -> None:
-    """SIGKILL a worker holding persisted blocks after 3 iterations: same coefficients."""
+    """SIGKILL a worker holding persisted blocks after 3 iterations: same coefficients.
+
+    lbfgs: bit for bit those of the same fit on the cluster without a kill; both solvers:
+    those of the in-memory fit within 1e-6 (the issue's bound).
+    """
     log = tmp_path / "blocks.log"
-    X, y = _data(3000, 500, log=log)
+    n_blocks = 4
+    X, y = _data(500 * n_blocks, 500, log=log)
     Xn, yn = dask.compute(X, y)
     ref = _fit(SoftmaxRegression(C=1.0, solver=solver), Xn, yn)
-    quiet = _fit(SoftmaxRegression(C=1.0, solver=solver), X, y)
-    log.unlink()
+    quiet = _fit(SoftmaxRegression(C=1.0, solver=solver), X, y) if solver == "lbfgs" else None
+    log.unlink(missing_ok=True)
 
     pids = client.run(os.getpid)
     killed: dict[str, Any] = {}
@@ -131,14 +137,16 @@ def test_worker_killed_mid_fit(client: Any, tmp_path: Path, solver: str) -> None
     model = _fit(SoftmaxRegression(C=1.0, solver=solver), X, y, callback=kill_at_third_iteration)
 
     assert killed and killed["blocks"] > 0  # the victim held persisted blocks
-    np.testing.assert_array_equal(model.coef_, quiet.coef_)  # bit for bit: fixed-order sums
-    np.testing.assert_array_equal(model.intercept_, quiet.intercept_)
+    if quiet is not None:
+        np.testing.assert_array_equal(model.coef_, quiet.coef_)  # bit for bit: fixed-order sums
+        np.testing.assert_array_equal(model.intercept_, quiet.intercept_)
     assert _rel(model.coef_, ref.coef_) < 1e-6
-    assert model.n_iter_ == quiet.n_iter_ and model.n_iter_ > 3
+    assert abs(model.loss_curve_[-1] - ref.loss_curve_[-1]) <= 1e-8 * ref.loss_curve_[-1]
+    assert model.n_iter_ == ref.n_iter_ and model.n_iter_ > 3
     # the lost blocks were made again, from the graph, by a process that is not the victim
     calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
-    first, later = calls[:6], calls[6:]  # persisted once before the first iteration...
-    assert sorted(b for b, _ in first) == list(range(6))
+    first, later = calls[:n_blocks], calls[n_blocks:]  # persisted once before iteration 1...
+    assert sorted(b for b, _ in first) == list(range(n_blocks))
     victim_blocks = {b for b, pid in first if pid == killed["pid"]}
     assert later  # ...and the lost ones made again
     assert {b for b, _ in later} <= victim_blocks
@@ -157,12 +165,12 @@ def test_driver_never_holds_x(client: Any) -> None:
     rows, features, chunk = 160_000, 25, 40_000
     X, y = _data(rows, chunk, features)
     block_bytes = chunk * features * 8
-    _fit(SoftmaxRegression(max_iter=2), X[:4000], y[:4000])  # imports and caches warm
+    _fit(SoftmaxRegression(max_iter=1), X[:4000], y[:4000])  # imports and caches warm
 
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        model = _fit(SoftmaxRegression(max_iter=3), X, y)
+        model = _fit(SoftmaxRegression(max_iter=2), X, y)
         lazy = model.predict_proba(X).sum(axis=0).compute()
         _, peak_fit = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
@@ -173,3 +181,30 @@ def test_driver_never_holds_x(client: Any) -> None:
     assert model.n_iter_ >= 1 and lazy.shape == (N_CLASSES,)
     assert peak_block > block_bytes  # the measurement sees a block arrive
     assert peak_fit < block_bytes / 4, peak_fit
+
+
+def test_command_line_on_the_scheduler(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``softgrad train DIR --dask --scheduler ADDRESS``: Parquet files read on the workers."""
+    pytest.importorskip("pyarrow")
+    from sklearn.datasets import load_wine
+
+    from softgrad.interfaces.cli import main
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    frame = ((X - X.mean()) / X.std()).assign(label=np.array(["barolo", "grignolino", "barbera"])[y])
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i, rows in enumerate([slice(0, 70), slice(70, 121), slice(121, None)]):
+        frame.iloc[rows].to_parquet(folder / f"part{i}.parquet")
+    out = tmp_path / "model.sg"
+    argv = ["train", str(folder), "--dask", "--scheduler", client.scheduler.address, "--target", "label"]
+    code = main([*argv, "--test-size", "0", "--json", "--quiet", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    ref = SoftmaxRegression().fit(frame.drop(columns="label"), frame["label"])
+    assert result["objective"] == pytest.approx(ref.loss_curve_[-1], rel=1e-8)
+    np.testing.assert_allclose(SoftmaxRegression.load(out).coef_, ref.coef_, rtol=1e-6, atol=1e-8)
+    assert client.status == "running"  # the command's own client is closed, the user's is not
