@@ -43,7 +43,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from ._fastexp import exp_core, exp_fast, exp_full, exp_lowp, f2i, fma, i2f, nt_line, sfence
+from ._fastexp import exp_core, exp_fast, exp_full, exp_lowp, f2i, fma, i2f, nt_line, prefetch, sfence, wide
 
 __all__ = [
     "GROUP",
@@ -58,10 +58,15 @@ __all__ = [
 # (recomputing exp in the store sweep instead of reading a spilled buffer).
 GROUP = 1 << 20
 _SMALL_GROUP = 1 << 14  # short rows are grouped up to this many elements (stage stays in L2)
+_CHUNK = 2048  # stage of a long row: scaled results pass through it on their way out (L1)
 _BLOCK = 256  # summation block for the small parts (reassociated inside, compensated across)
 
-_strict = numba.njit(cache=True, nogil=True)
-_reassoc = numba.njit(fastmath={"reassoc"}, cache=True, nogil=True)
+# The row-level functions never allocate (scratch comes from the caller), so they are compiled
+# without Numba's reference counting (``_nrt=False``): every array slice would otherwise cost an
+# atomic increment and decrement, which dominated rows of ten entries.
+_NO_NRT: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_strict = numba.njit(**_NO_NRT)
+_reassoc = numba.njit(fastmath={"reassoc"}, **_NO_NRT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,6 +79,7 @@ def row_stats(x: Any) -> Any:  # pragma: no cover - jitted only
 
 
 def _stats32(x: Any) -> Any:
+    wide()
     mx = np.int32(-2147483648)
     mn = np.int32(2147483647)
     ab = np.int32(0)
@@ -89,6 +95,7 @@ def _stats32(x: Any) -> Any:
 
 
 def _stats64(x: Any) -> Any:
+    wide()
     mask = np.int64(0x7FFFFFFFFFFFFFFF)
     mx = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
     mn = np.int64(0x7FFFFFFFFFFFFFFF)
@@ -116,6 +123,7 @@ def _row_stats_ol(x: Any) -> Any:
 @_strict
 def two_diff(a: Any, b: Any) -> Any:  # pragma: no cover - jitted
     """``a - b == s + err`` exactly (Knuth's TwoSum), for finite ``a - b``."""
+    wide()
     s = a - b
     bb = s - a
     err = (a - (s - bb)) + (-b - bb)
@@ -130,6 +138,7 @@ def _tempered64(v: Any, m: Any, t: float, invt: float) -> Any:  # pragma: no cov
     A difference beyond the largest float (``v - m`` overflows) is divided in halves; ``-inf``
     entries give ``(-inf, 0)``.
     """
+    wide()
     s, err = two_diff(v, m)
     q = s / t
     lo = (fma(-q, t, s) + err) * invt
@@ -142,55 +151,133 @@ def _tempered64(v: Any, m: Any, t: float, invt: float) -> Any:  # pragma: no cov
 @_strict
 def _exp_clamped(s: float, err: float) -> float:  # pragma: no cover - jitted
     """``exp(s + err)`` in float64 for any ``s <= 0``: ``-inf`` and huge spreads included."""
+    wide()
     ok = s > -1400.0
     return exp_core(s if ok else -1400.0, err if ok else 0.0)
 
 
-def exp_sweep(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:  # pragma: no cover
-    """``work[j] = exp((x[j] - m) / t)`` in float64 (``x`` and ``work`` of one length).
+@_strict
+def _e32(v: Any, m64: float, t: float, invt: float) -> float:  # pragma: no cover - jitted
+    """exp((v - m) / t) for a float32 entry, in float64 (x - m is exact there)."""
+    wide()
+    d = np.float64(v) - m64
+    if t != 1.0:
+        d = d * invt
+    return exp_lowp(d if d > -200.0 else -200.0)
 
-    The maxima get exactly 1 (``x - m == 0`` and the polynomial is exactly 1 at 0).
+
+@_strict
+def _e64(v: Any, m: Any, t: float, invt: float, fast: bool) -> float:  # pragma: no cover - jitted
+    """exp((v - m) / t) for a float64 entry, with the TwoSum (and division) remainders folded in."""
+    wide()
+    if t != 1.0:
+        q, qlo = _tempered64(v, m, t, invt)
+        return _exp_clamped(q, qlo)
+    s, err = two_diff(v, m)
+    return exp_fast(s, err) if fast else _exp_clamped(s, err)
+
+
+def exp_block(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:  # pragma: no cover
+    """``work[j] = exp((x[j] - m) / t)`` in float64, and the split sums ``(sum hi, sum lo)``.
+
+    ``c == 0`` (float32 softmax only): a plain sum in the first, 0 in the second.
+    The maxima get exactly 1 (``x - m == 0`` and the polynomial is exactly 1 at 0). ``x`` is
+    one block (short: its ``lo`` parts are summed in any order); see :func:`esum`.
     """
     raise NotImplementedError
 
 
-def _exp_sweep32(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
+# The loops below carry the reassociation flag, which lets LLVM vectorize their two sums: every
+# ``hi`` and every partial sum of them is a multiple of ulp(c) below c / 3, so those additions
+# are exact in any order, and the ``lo`` parts of one block are tiny. All other arithmetic is in
+# the strict helpers they call (fast-math flags belong to instructions, and survive inlining).
+
+
+def _exp_block32(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:
+    wide()
     m64 = np.float64(m)
-    if t == 1.0:
+    invt = 1.0 / t
+    sh = 0.0
+    sl = 0.0
+    if c == 0.0 and t == 1.0:  # a plain float64 sum: softmax's float32 result cannot tell
         for j in range(x.shape[0]):
-            d = np.float64(x[j]) - m64
-            work[j] = exp_lowp(d if d > -200.0 else -200.0)
+            e = _e32(x[j], m64, 1.0, 1.0)
+            work[j] = e
+            sh += e
+    elif t == 1.0:
+        for j in range(x.shape[0]):
+            e = _e32(x[j], m64, 1.0, 1.0)
+            work[j] = e
+            a, b = _split(e, c)
+            sh += a
+            sl += b
     else:
-        invt = 1.0 / t
         for j in range(x.shape[0]):
-            d = (np.float64(x[j]) - m64) * invt
-            work[j] = exp_lowp(d if d > -200.0 else -200.0)
+            e = _e32(x[j], m64, t, invt)
+            work[j] = e
+            a, b = _split(e, c)
+            sh += a
+            sl += b
+    return sh, sl
 
 
-def _exp_sweep64(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
-    if t == 1.0:
-        if fast:  # spread below 700: every exp is a normal number
-            for j in range(x.shape[0]):
-                s, err = two_diff(x[j], m)
-                work[j] = exp_fast(s, err)
-        else:
-            for j in range(x.shape[0]):
-                s, err = two_diff(x[j], m)
-                work[j] = _exp_clamped(s, err)
+def _exp_block64(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:
+    wide()
+    invt = 1.0 / t
+    sh = 0.0
+    sl = 0.0
+    if t == 1.0 and fast:  # spread below 700: every exp is a normal number
+        for j in range(x.shape[0]):
+            e = _e64(x[j], m, 1.0, 1.0, True)
+            work[j] = e
+            a, b = _split(e, c)
+            sh += a
+            sl += b
     else:
-        invt = 1.0 / t
         for j in range(x.shape[0]):
-            q, qlo = _tempered64(x[j], m, t, invt)
-            work[j] = _exp_clamped(q, qlo)
+            e = _e64(x[j], m, t, invt, False)
+            work[j] = e
+            a, b = _split(e, c)
+            sh += a
+            sl += b
+    return sh, sl
 
 
-@overload(exp_sweep, jit_options={"fastmath": False})
-def _exp_sweep_ol(x: Any, work: Any, m: Any, t: Any, fast: Any) -> Any:
+@overload(exp_block, jit_options={"fastmath": {"reassoc"}})
+def _exp_block_ol(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:
     if x.dtype == types.float32:
-        return _exp_sweep32
+        return _exp_block32
     if x.dtype == types.float64:
-        return _exp_sweep64
+        return _exp_block64
     return None
+
+
+@_strict
+def exp_sum(
+    x: Any, work: Any, m: Any, t: float, fast: bool, c: float, acc: Any, pf: Any
+) -> Any:  # pragma: no cover - jitted
+    """``work[:len(x)] = exp((x - m) / t)``; adds their sum to ``acc = (H, L, comp)``.
+
+    ``H`` is the exact sum of the leading parts, ``L + comp`` the compensated sum of the rest
+    (blocks of ``_BLOCK``): ``H + (L + comp)`` is the sum to about one rounding whatever the
+    length, and ``(H - 1) + (L + comp)`` the "rest" of a normalizer, exact enough for log1p.
+
+    ``pf`` (as long as ``x``, or empty): the row this thread reads next, fetched into the cache
+    line by line while this one computes, so that its first sweep does not wait for memory.
+    """
+    wide()
+    sh, sl, comp = acc
+    n = x.shape[0]
+    lanes = 64 // x.itemsize
+    for b in range(0, n, _BLOCK):
+        e = min(b + _BLOCK, n)
+        h, low = exp_block(x[b:e], work[b:e], m, t, fast, c)
+        sh += h
+        sl, comp = _two_sum(sl, comp, low)
+        if pf.shape[0] >= e:
+            for k in range(b, e, lanes):
+                prefetch(pf, k)
+    return sh, sl, comp
 
 
 def scale_sweep(work: Any, stage: Any, total: Any) -> Any:  # pragma: no cover - jitted only
@@ -199,6 +286,7 @@ def scale_sweep(work: Any, stage: Any, total: Any) -> Any:  # pragma: no cover -
 
 
 def _scale_sweep32(work: Any, stage: Any, total: Any) -> Any:
+    wide()
     inv = 1.0 / total  # float64: the product is rounded to float32 once
     for j in range(work.shape[0]):
         stage[j] = np.float32(work[j] * inv)
@@ -206,6 +294,7 @@ def _scale_sweep32(work: Any, stage: Any, total: Any) -> Any:
 
 def _scale_sweep64(work: Any, stage: Any, total: Any) -> Any:
     # 1/total as hi + lo: one FMA per entry gives the quotient to about half an ULP.
+    wide()
     hi = 1.0 / total
     lo = fma(-hi, total, 1.0) / total
     for j in range(work.shape[0]):
@@ -228,6 +317,7 @@ def logp_sweep(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:  # pragma
 
 
 def _logp_sweep32(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
+    wide()
     m64 = np.float64(m)
     if t == 1.0:
         for j in range(x.shape[0]):
@@ -239,6 +329,7 @@ def _logp_sweep32(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
 
 
 def _logp_sweep64(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
+    wide()
     if t == 1.0:
         for j in range(x.shape[0]):
             s, err = two_diff(x[j], m)
@@ -266,6 +357,7 @@ def _logp_sweep_ol(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
 @_strict
 def _two_sum(s: float, c: float, t: float) -> Any:  # pragma: no cover - jitted
     """Neumaier: add ``t`` to the compensated sum ``(s, c)``."""
+    wide()
     u = s + t
     if abs(s) >= abs(t):
         c += (s - u) + t
@@ -277,54 +369,24 @@ def _two_sum(s: float, c: float, t: float) -> Any:  # pragma: no cover - jitted
 @_strict
 def _split(e: float, c: float) -> Any:  # pragma: no cover - jitted
     """``e == hi + lo`` with ``hi`` on the grid of ``ulp(c)``: ``(e + c) - c`` rounds ``e`` to it."""
+    wide()
     hi = (e + c) - c
     return hi, e - hi
-
-
-@_reassoc
-def _block_split_sum(buf: Any, c: float) -> Any:  # pragma: no cover - jitted
-    # Reassociation (the one fast-math flag in softgrad, on these additions only) lets LLVM keep
-    # partial sums in vector registers. It cannot change the first sum: every ``hi`` and every
-    # partial sum of them is a multiple of ulp(c) below c / 3, so those additions are exact in
-    # any order. The second adds numbers below ulp(c) / 2 over one short block. The split
-    # itself is a separate, strict function.
-    sh = 0.0
-    sl = 0.0
-    for j in range(buf.shape[0]):
-        a, b = _split(buf[j], c)
-        sh += a
-        sl += b
-    return sh, sl
 
 
 @_strict
 def split_constant(n: int) -> float:  # pragma: no cover - jitted
     """``1.5 * 2**p`` with ``2**p >= 2 * (n + 1)``: a grid for exact sums of n numbers <= 1."""
+    wide()
     p = 1
     while 2.0**p < 2.0 * (n + 1):
         p += 1
     return 1.5 * 2.0**p
 
 
-@_strict
-def esum(buf: Any, c: float, acc: Any) -> Any:  # pragma: no cover - jitted
-    """Add ``sum(buf)`` (numbers in [0, 1]) to ``acc = (H, L, comp)``.
-
-    ``H`` is the exact sum of the leading parts, ``L + comp`` the compensated sum of the rest:
-    ``H + (L + comp)`` is the sum to about one rounding whatever the length, and
-    ``(H - 1) + (L + comp)`` the "rest" of a normalizer, exact enough for log1p.
-    """
-    sh, sl, comp = acc
-    n = buf.shape[0]
-    for b in range(0, n, _BLOCK):
-        h, low = _block_split_sum(buf[b : min(b + _BLOCK, n)], c)
-        sh += h
-        sl, comp = _two_sum(sl, comp, low)
-    return sh, sl, comp
-
-
 @_reassoc
 def _block_dot(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    wide()
     acc = 0.0
     for j in range(a.shape[0]):
         acc += np.float64(a[j]) * np.float64(b[j])
@@ -333,6 +395,7 @@ def _block_dot(a: Any, b: Any) -> float:  # pragma: no cover - jitted
 
 @_reassoc
 def _block_support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    wide()
     acc = 0.0
     for j in range(g.shape[0]):
         acc += np.float64(g[j]) if logp[j] != -np.inf else 0.0  # NaN stays in, as in the reference
@@ -341,6 +404,7 @@ def _block_support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
 
 @_strict
 def _dot64(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    wide()
     s = 0.0
     c = 0.0
     n = a.shape[0]
@@ -352,6 +416,7 @@ def _dot64(a: Any, b: Any) -> float:  # pragma: no cover - jitted
 
 @_strict
 def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    wide()
     s = 0.0
     c = 0.0
     n = g.shape[0]
@@ -368,6 +433,7 @@ def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
 @_strict
 def _stream(out: Any, buf: Any, nt: bool) -> None:  # pragma: no cover - jitted
     """``out[:] = buf[:len(out)]``; non-temporal stores for the 64-byte-aligned middle."""
+    wide()
     n = out.shape[0]
     if not nt:
         for j in range(n):
@@ -393,6 +459,7 @@ def _special_row(x: Any, out: Any, kind: int, op: int) -> float:  # pragma: no c
 
     op 0: softmax, 1: log_softmax (both fill ``out``), 2: logsumexp (only returned).
     """
+    wide()
     n = out.shape[0] if op < 2 else 0
     if kind == 0:
         for j in range(n):
@@ -417,6 +484,7 @@ def _special_row(x: Any, out: Any, kind: int, op: int) -> float:  # pragma: no c
 @_strict
 def _classify(x: Any) -> Any:  # pragma: no cover - jitted
     """``(m, kind, fast)``: kind -1 regular, 0 NaN, 1 +inf, 2 all -inf; ``fast``: spread < 700."""
+    wide()
     m, least, nan = row_stats(x)
     if nan:
         return m, 0, False
@@ -428,84 +496,97 @@ def _classify(x: Any) -> Any:  # pragma: no cover - jitted
 
 
 @_strict
-def _normalizer(x: Any, work: Any, m: Any, t: float, fast: bool) -> float:  # pragma: no cover
+def _normalizer(x: Any, work: Any, m: Any, t: float, fast: bool, pf: Any) -> float:  # pragma: no cover
     """``log(sum(exp((x - m) / t)))`` of a regular row, through log1p (``work`` as scratch)."""
+    wide()
     n = x.shape[0]
     cap = work.shape[0]
     c = split_constant(n)
     acc = (0.0, 0.0, 0.0)
     for lo in range(0, n, cap):
         hi = min(lo + cap, n)
-        w = work[: hi - lo]
-        exp_sweep(x[lo:hi], w, m, t, fast)
-        acc = esum(w, c, acc)
+        acc = exp_sum(x[lo:hi], work, m, t, fast, c, acc, pf[lo:hi] if pf.shape[0] else pf)
     sh, sl, comp = acc
     return np.log1p((sh - 1.0) + (sl + comp))  # sh - 1 is exact: each maximum counts 1
 
 
 @_strict
-def _softmax_row(x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool) -> bool:
-    """softmax of the row ``x`` into ``stage`` (returns False), or, for a row longer than
-    ``work``, chunk by chunk straight into ``out`` (returns True)."""  # pragma: no cover
-    n = x.shape[0]
-    cap = work.shape[0]
-    direct = n > cap
-    m, kind, fast = _classify(x)
-    if kind >= 0:
-        _special_row(x, out if direct else stage, kind, 0)
-        return direct
-    c = split_constant(n)
-    if not direct:
-        w = work[:n]
-        exp_sweep(x, w, m, t, fast)
-        sh, sl, comp = esum(w, c, (0.0, 0.0, 0.0))
-        scale_sweep(w, stage, sh + (sl + comp))
-        return False
-    acc = (0.0, 0.0, 0.0)
-    for lo in range(0, n, cap):
-        hi = min(lo + cap, n)
-        w = work[: hi - lo]
-        exp_sweep(x[lo:hi], w, m, t, fast)
-        acc = esum(w, c, acc)
-    total = acc[0] + (acc[1] + acc[2])
-    for lo in range(0, n, cap):  # exp again rather than a second pass over memory
-        hi = min(lo + cap, n)
-        w = work[: hi - lo]
+def _scale_out(work: Any, out: Any, stage: Any, total: float, nt: bool) -> None:  # pragma: no cover
+    """``out = work / total`` through ``stage`` (a small buffer that stays in L1), streamed."""
+    wide()
+    n = out.shape[0]
+    step = stage.shape[0]
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
         st = stage[: hi - lo]
-        exp_sweep(x[lo:hi], w, m, t, fast)
-        scale_sweep(w, st, total)
+        scale_sweep(work[lo:hi], st, total)
         _stream(out[lo:hi], st, nt)
-    return True
 
 
 @_strict
-def _log_softmax_row(x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool) -> bool:
-    """log_softmax of the row ``x``; same protocol as :func:`_softmax_row`."""  # pragma: no cover
+def _softmax_row(
+    x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool, direct: bool, pf: Any
+) -> None:
+    """softmax of the row ``x``: into ``stage[:n]``, or (``direct``) into ``out`` through
+    ``stage`` in chunks. Rows longer than ``work`` are direct and computed chunk by chunk."""
+    wide()
     n = x.shape[0]
     cap = work.shape[0]
-    direct = n > cap
+    m, kind, fast = _classify(x)
+    if kind >= 0:
+        _special_row(x, out if direct else stage, kind, 0)
+        return
+    # float32 softmax sums plainly (c = 0): its relative error, n * 2**-53 at worst, is far
+    # below float32's; float64 and the log1p of the normalizers need the exact split sum.
+    c = split_constant(n) if x.itemsize == 8 else 0.0
+    if n <= cap:
+        sh, sl, comp = exp_sum(x, work, m, t, fast, c, (0.0, 0.0, 0.0), pf)
+        total = sh + (sl + comp)
+        if direct:
+            _scale_out(work[:n], out, stage, total, nt)
+        else:
+            scale_sweep(work[:n], stage[:n], total)
+        return
+    acc = (0.0, 0.0, 0.0)
+    for lo in range(0, n, cap):
+        acc = exp_sum(x[lo : min(lo + cap, n)], work, m, t, fast, c, acc, pf[:0])
+    total = acc[0] + (acc[1] + acc[2])
+    for lo in range(0, n, cap):  # exp again rather than a second pass over memory
+        hi = min(lo + cap, n)
+        exp_sum(x[lo:hi], work, m, t, fast, c, (0.0, 0.0, 0.0), pf[lo:hi] if pf.shape[0] else pf)
+        _scale_out(work[: hi - lo], out[lo:hi], stage, total, nt)
+
+
+@_strict
+def _log_softmax_row(
+    x: Any, out: Any, work: Any, stage: Any, t: float, nt: bool, direct: bool, pf: Any
+) -> None:
+    """log_softmax of the row ``x``; same protocol as :func:`_softmax_row`."""  # pragma: no cover
+    wide()
+    n = x.shape[0]
     m, kind, fast = _classify(x)
     if kind >= 0:
         _special_row(x, out if direct else stage, kind, 1)
-        return direct
-    shift = _normalizer(x, work, m, t, fast)
+        return
+    shift = _normalizer(x, work, m, t, fast, pf)
     if not direct:
-        logp_sweep(x, stage, m, t, shift)
-        return False
-    for lo in range(0, n, cap):
-        hi = min(lo + cap, n)
+        logp_sweep(x, stage[:n], m, t, shift)
+        return
+    step = stage.shape[0]
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
         st = stage[: hi - lo]
         logp_sweep(x[lo:hi], st, m, t, shift)
         _stream(out[lo:hi], st, nt)
-    return True
 
 
 @_strict
 def _logsumexp_row(x: Any, work: Any) -> float:  # pragma: no cover - jitted
+    wide()
     m, kind, fast = _classify(x)
     if kind >= 0:
         return _special_row(x, work, kind, 2)
-    return np.float64(m) + _normalizer(x, work, m, 1.0, fast)
+    return np.float64(m) + _normalizer(x, work, m, 1.0, fast, x[:0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,17 +597,20 @@ def _logsumexp_row(x: Any, work: Any) -> float:  # pragma: no cover - jitted
 def _softmax_group(
     x: Any, out: Any, work: Any, stage: Any, r0: int, r1: int, t: float, log: bool, nt: bool
 ) -> None:  # pragma: no cover - jitted
-    """Rows ``[r0, r1)``: results gathered in ``stage``, then streamed out at once."""
+    """Rows ``[r0, r1)``. One row (a long one): straight to ``out`` through ``stage`` in chunks.
+    Several short rows: gathered in ``stage``, then streamed out at once."""
+    wide()
     n = x.shape[1]
-    written = False
+    direct = n > stage.shape[0] or n > work.shape[0]  # see _layout: long rows, small stage
+    per = r1 - r0
     for r in range(r0, r1):
-        k = (r - r0) * n
-        st = stage[k : k + n]
+        st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
+        pf = x[r + per] if r + per < x.shape[0] else x[r, :0]  # the same row of the next group
         if log:
-            written = _log_softmax_row(x[r], out[r], work, st, t, nt)
+            _log_softmax_row(x[r], out[r], work, st, t, nt, direct, pf)
         else:
-            written = _softmax_row(x[r], out[r], work, st, t, nt)
-    if not written:
+            _softmax_row(x[r], out[r], work, st, t, nt, direct, pf)
+    if not direct:
         _stream(out[r0:r1].reshape(-1), stage, nt)
     if nt:
         sfence()
@@ -536,18 +620,39 @@ def _softmax_group(
 def _softmax_2d(
     x: Any, out: Any, t: float, log: bool, nt: bool, work: Any, stage: Any, per: int
 ) -> None:  # pragma: no cover - jitted
+    wide()
     rows = x.shape[0]
     ngroups = (rows + per - 1) // per
     for g in prange(ngroups):
+        wide()
         tid = numba.get_thread_id()
         r0 = g * per
         _softmax_group(x, out, work[tid], stage[tid], r0, min(r0 + per, rows), t, log, nt)
 
 
+@_strict
+def _softmax_2d_serial(
+    x: Any, out: Any, t: float, log: bool, nt: bool, work: Any, stage: Any, per: int
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    for r0 in range(0, rows, per):
+        _softmax_group(x, out, work[0], stage[0], r0, min(r0 + per, rows), t, log, nt)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _logsumexp_2d(x: Any, out: Any, work: Any) -> None:  # pragma: no cover - jitted
+    wide()
     for r in prange(x.shape[0]):
+        wide()
         out[r] = _logsumexp_row(x[r], work[numba.get_thread_id()])
+
+
+@_strict
+def _logsumexp_2d_serial(x: Any, out: Any, work: Any) -> None:  # pragma: no cover - jitted
+    wide()
+    for r in range(x.shape[0]):
+        out[r] = _logsumexp_row(x[r], work[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,12 +665,14 @@ def vjp_sweep(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:  # pragma: no 
 
 
 def _vjp_sweep32(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
+    wide()
     inv = 1.0 / t
     for j in range(s.shape[0]):
         out[j] = np.float32(np.float64(s[j]) * (np.float64(g[j]) - dot) * inv)
 
 
 def _vjp_sweep64(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
+    wide()
     if t == 1.0:
         for j in range(s.shape[0]):
             out[j] = s[j] * (g[j] - dot)
@@ -585,7 +692,16 @@ def _vjp_sweep_ol(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _softmax_vjp_2d(s: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover - jitted
+    wide()
     for r in prange(s.shape[0]):
+        wide()
+        vjp_sweep(s[r], g[r], out[r], _dot64(s[r], g[r]), t)
+
+
+@_strict
+def _softmax_vjp_2d_serial(s: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover - jitted
+    wide()
+    for r in range(s.shape[0]):
         vjp_sweep(s[r], g[r], out[r], _dot64(s[r], g[r]), t)
 
 
@@ -595,6 +711,7 @@ def lvjp_sweep(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:  # pragm
 
 
 def _lvjp_sweep32(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
+    wide()
     inv = 1.0 / t
     for j in range(logp.shape[0]):
         lp = np.float64(logp[j])
@@ -603,6 +720,7 @@ def _lvjp_sweep32(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
 
 
 def _lvjp_sweep64(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
+    wide()
     if t == 1.0:
         for j in range(logp.shape[0]):
             lp = logp[j]
@@ -626,7 +744,16 @@ def _lvjp_sweep_ol(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _log_softmax_vjp_2d(logp: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover
+    wide()
     for r in prange(logp.shape[0]):
+        wide()
+        lvjp_sweep(logp[r], g[r], out[r], _support_sum(g[r], logp[r]), t)
+
+
+@_strict
+def _log_softmax_vjp_2d_serial(logp: Any, g: Any, out: Any, t: float) -> None:  # pragma: no cover
+    wide()
+    for r in range(logp.shape[0]):
         lvjp_sweep(logp[r], g[r], out[r], _support_sum(g[r], logp[r]), t)
 
 
@@ -645,10 +772,12 @@ def logp_at(x: Any, j: Any, m: Any, shift: Any) -> Any:  # pragma: no cover - ji
 
 
 def _logp_at32(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    wide()
     return (np.float64(x[j]) - np.float64(m)) - shift
 
 
 def _logp_at64(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    wide()
     s, err = two_diff(x[j], m)
     return (s - shift) + (err if s > -np.inf else 0.0)
 
@@ -665,6 +794,7 @@ def _logp_at_ol(x: Any, j: Any, m: Any, shift: Any) -> Any:
 @_strict
 def _logp_weighted_term(x: Any, j: int, w: Any, has_w: bool, m: Any, shift: float) -> float:
     """``w_j * log p_j``, 0 where ``w_j == 0`` (no mass: ``0 * log 0 = 0``)."""  # pragma: no cover
+    wide()
     wj = w[j] if has_w else 1.0
     return wj * logp_at(x, j, m, shift) if wj != 0.0 else 0.0
 
@@ -672,6 +802,7 @@ def _logp_weighted_term(x: Any, j: int, w: Any, has_w: bool, m: Any, shift: floa
 @_reassoc
 def _logp_weighted_sum(x: Any, w: Any, has_w: bool, m: Any, shift: float) -> float:  # pragma: no cover
     # Terms of one sign (log p <= 0, w >= 0 in practice): the order of the sum hardly matters.
+    wide()
     acc = 0.0
     for j in range(x.shape[0]):
         acc += _logp_weighted_term(x, j, w, has_w, m, shift)
@@ -681,6 +812,7 @@ def _logp_weighted_sum(x: Any, w: Any, has_w: bool, m: Any, shift: float) -> flo
 @_reassoc
 def _sum_except(w: Any, k: int) -> float:  # pragma: no cover - jitted
     """``sum(w) - w[k]`` without the cancellation: the sum of the other entries."""
+    wide()
     acc = 0.0
     for j in range(w.shape[0]):
         acc += w[j] if j != k else 0.0
@@ -690,6 +822,7 @@ def _sum_except(w: Any, k: int) -> float:  # pragma: no cover - jitted
 @_strict
 def _top(x: Any, m: Any) -> Any:  # pragma: no cover - jitted
     """How many entries equal the maximum, and the last index holding it."""
+    wide()
     ties = 0
     k = -1
     for j in range(x.shape[0]):
@@ -705,6 +838,7 @@ def ce_grad_sweep(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: Any) -
 
 
 def _ce_grad_sweep(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: Any) -> Any:
+    wide()
     if has_w:
         for j in range(work.shape[0]):
             stage[j] = pa * work[j] - qb * w[j]
@@ -723,6 +857,7 @@ def _ce_grad_sweep_ol(work: Any, stage: Any, w: Any, has_w: Any, pa: Any, qb: An
 @_strict
 def _ce_q(j: int, y: int, w: Any, has_w: bool, wy: float, eps: float, ceps: float) -> float:
     """The target weight ``q_j`` of a valid row."""  # pragma: no cover - jitted
+    wide()
     wj = w[j] if has_w else 1.0
     q = ceps * wj
     if j == y:
@@ -737,6 +872,7 @@ def _ce_special(
 ) -> float:  # pragma: no cover - jitted
     """Loss (before the sample weight) and gradient of a valid row holding NaN (kind 0), +inf
     (kind 1) or only -inf (kind 2), as the reference computes them."""
+    wide()
     n = x.shape[0]
     ceps = eps / n
     wy = w[y] if has_w else 1.0
@@ -779,21 +915,43 @@ def _ce_special(
 
 
 @_strict
+def _ce_out(
+    work: Any, out: Any, stage: Any, w: Any, has_w: bool, pa: float, qb: float,
+    y: int, gy: float, k: int, gk: float, nt: bool,
+) -> None:  # pragma: no cover - jitted
+    """A long row's gradient straight into ``out``, through ``stage`` in chunks."""
+    wide()
+    n = out.shape[0]
+    step = stage.shape[0]
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        st = stage[: hi - lo]
+        ce_grad_sweep(work[lo:hi], st, w[lo:hi] if has_w else w, has_w, pa, qb)
+        if lo <= y < hi:
+            st[y - lo] = gy
+        if lo <= k < hi:
+            st[k - lo] = gk
+        _stream(out[lo:hi], st, nt)
+
+
+@_strict
 def _ce_row(
     x: Any, y: int, w: Any, has_w: bool, sumw: float, eps: float, rs: float,
-    work: Any, stage: Any, want_loss: bool, want_grad: bool,
+    work: Any, stage: Any, out: Any, direct: bool, want_loss: bool, want_grad: bool, nt: bool, pf: Any,
 ) -> float:  # pragma: no cover - jitted
-    """Loss (before the sample weight) of a valid row; its gradient into ``stage``."""
+    """Loss (before the sample weight) of a valid row; its gradient into ``stage[:n]``, or
+    (``direct``) into ``out`` through ``stage`` in chunks."""
+    wide()
     n = x.shape[0]
     m, kind, fast = _classify(x)
     if kind >= 0:
-        return _ce_special(x, kind, y, w, has_w, sumw, eps, rs, stage, want_grad)
+        if not direct:
+            return _ce_special(x, kind, y, w, has_w, sumw, eps, rs, stage, want_grad)
+        return _ce_special(x, kind, y, w, has_w, sumw, eps, rs, out, want_grad)
     ceps = eps / n
     wy = w[y] if has_w else 1.0
     a = (1.0 - eps) * wy + ceps * sumw
-    wk = work[:n]
-    exp_sweep(x, wk, m, 1.0, fast)
-    sh, sl, comp = esum(wk, split_constant(n), (0.0, 0.0, 0.0))
+    sh, sl, comp = exp_sum(x, work, m, 1.0, fast, split_constant(n), (0.0, 0.0, 0.0), pf)
     total = sh + (sl + comp)
     rest = (sh - 1.0) + (sl + comp)  # exact enough: sh is an exact sum, each maximum counts 1
     loss = 0.0
@@ -804,13 +962,24 @@ def _ce_row(
         if eps != 0.0:
             loss -= ceps * _logp_weighted_sum(x, w, has_w, m, shift)
     if want_grad:
-        ce_grad_sweep(wk, stage, w, has_w, rs * a / total, rs * ceps)
-        stage[y] = rs * (a * wk[y] / total - _ce_q(y, y, w, has_w, wy, eps, ceps))
+        gy = rs * (a * work[y] / total - _ce_q(y, y, w, has_w, wy, eps, ceps))
         ties, k = _top(x, m)
+        gk = 0.0
         if ties == 1:  # p_k - 1 from the mass off the top, not by cancellation
             w_off = _sum_except(w, k) if has_w else n - 1.0
             q_off = ceps * w_off + ((1.0 - eps) * wy if k != y else 0.0)
-            stage[k] = rs * (q_off - a * (rest / total))
+            gk = rs * (q_off - a * (rest / total))
+        else:
+            k = y  # no top-1 entry: patch y twice
+            gk = gy
+        pa, qb = rs * a / total, rs * ceps
+        if direct:
+            _ce_out(work[:n], out, stage, w, has_w, pa, qb, y, gy, k, gk, nt)
+        else:
+            st = stage[:n]
+            ce_grad_sweep(work[:n], st, w, has_w, pa, qb)
+            st[y] = gy
+            st[k] = gk
     return loss
 
 
@@ -821,23 +990,30 @@ def _ce_group(
     loss: Any, grad: Any, work: Any, stage: Any, r0: int, r1: int,
     want_loss: bool, want_grad: bool, nt: bool,
 ) -> None:  # pragma: no cover - jitted
+    wide()
     n = x.shape[1]
+    direct = n > stage.shape[0] or n > work.shape[0]  # see _layout
     for r in range(r0, r1):
-        k = (r - r0) * n
-        st = stage[k : k + n]
+        st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
         yr = y[r]
         scale = rs[r] if rs_mode == 2 else (rs0 if rs_mode == 1 else 1.0)
         if yr == ignore:  # an ignored row: no loss, no gradient
             lr = 0.0
             if want_grad:
+                target = grad[r] if direct else st
                 for j in range(n):
-                    st[j] = 0.0
+                    target[j] = 0.0
         else:
-            lr = _ce_row(x[r], yr, w, has_w, sumw, eps, scale, work, st, want_loss, want_grad)
+            row_out = grad[r] if want_grad else grad[0]  # (grad is a 1 x 1 dummy without want_grad)
+            pf = x[r + r1 - r0] if r + r1 - r0 < x.shape[0] else x[r, :0]
+            lr = _ce_row(
+                x[r], yr, w, has_w, sumw, eps, scale, work, st, row_out, direct, want_loss, want_grad, nt, pf
+            )
         if want_loss:
             loss[r] = lr * sw[r] if has_sw else lr
     if want_grad:
-        _stream(grad[r0:r1].reshape(-1), stage, nt)
+        if not direct:
+            _stream(grad[r0:r1].reshape(-1), stage, nt)
         if nt:
             sfence()
 
@@ -849,9 +1025,11 @@ def _ce_2d(
     loss: Any, grad: Any, work: Any, stage: Any, per: int,
     want_loss: bool, want_grad: bool, nt: bool,
 ) -> None:  # pragma: no cover - jitted
+    wide()
     rows = x.shape[0]
     ngroups = (rows + per - 1) // per
     for g in prange(ngroups):
+        wide()
         tid = numba.get_thread_id()
         r0 = g * per
         _ce_group(
@@ -860,10 +1038,29 @@ def _ce_2d(
         )
 
 
+@_strict
+def _ce_2d_serial(
+    x: Any, y: Any, w: Any, has_w: bool, sumw: float, eps: float, ignore: int,
+    sw: Any, has_sw: bool, rs: Any, rs_mode: int, rs0: float,
+    loss: Any, grad: Any, work: Any, stage: Any, per: int,
+    want_loss: bool, want_grad: bool, nt: bool,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    for r0 in range(0, rows, per):
+        _ce_group(
+            x, y, w, has_w, sumw, eps, ignore, sw, has_sw, rs, rs_mode, rs0, loss, grad,
+            work[0], stage[0], r0, min(r0 + per, rows), want_loss, want_grad, nt,
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points used by _dispatch: C-contiguous 2-D input of one float dtype, out preallocated
 
 _NT_MIN_BYTES = 1 << 22  # stream outputs past the caches from this size on
+# Below this many elements one thread does the work: waking the pool costs more (and on a
+# loaded machine a wake-up can take a scheduler tick, milliseconds).
+_PARALLEL_MIN = 1 << 17
 _local = threading.local()
 
 
@@ -882,40 +1079,61 @@ def _scratch(name: str, rows: int, cols: int, dtype: Any) -> np.ndarray:
     return flat[: rows * cols].reshape(rows, cols)
 
 
+def _dynamic(run: Any, *args: Any) -> None:
+    """``run(*args)`` with prange iterations handed out one by one (not in equal blocks per
+    thread up front): on a machine whose cores other processes use too, a thread that gets less
+    CPU then takes fewer rows instead of holding up the others."""
+    old = numba.set_parallel_chunksize(1)
+    try:
+        run(*args)
+    finally:
+        numba.set_parallel_chunksize(old)
+
+
 def _layout(rows: int, n: int, nthreads: int) -> tuple[int, int, int]:
-    """``(rows per group, work length, stage length)`` for rows of length ``n``."""
-    per = 1
-    if n < _SMALL_GROUP:
-        per = max(1, min(_SMALL_GROUP // n, -(-rows // (2 * nthreads))))  # >= 2 groups per thread
+    """``(rows per group, work length, stage length)`` for rows of length ``n``.
+
+    Short rows are grouped (at least two groups per thread) and their results gathered in a
+    stage of ``per * n`` entries; long rows (``n >= _SMALL_GROUP``) go one by one, straight to
+    the output through a stage of ``_CHUNK`` entries that stays in L1.
+    """
     work = min(n, GROUP)
-    return per, work, max(per * n, work) if n <= GROUP else work
+    if n >= _SMALL_GROUP or n > work:
+        return 1, work, _CHUNK
+    per = max(1, min(_SMALL_GROUP // n, -(-rows // (2 * nthreads))))
+    return per, work, per * n
 
 
 def softmax_2d(x: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
     """softmax (``log`` False) or log_softmax of every row of ``x`` into ``out``."""
     rows, n = x.shape
     nthr = numba.get_num_threads()
+    if x.size < _PARALLEL_MIN:
+        nthr = 1
     per, wl, sl = _layout(rows, n, nthr)
     work = _scratch("work", nthr, wl, np.float64)
     stage = _scratch("stage", nthr, sl, x.dtype)
-    _softmax_2d(x, out, float(t), bool(log), out.nbytes >= _NT_MIN_BYTES, work, stage, per)
+    run = _softmax_2d if nthr > 1 else _softmax_2d_serial
+    _dynamic(run, x, out, float(t), bool(log), out.nbytes >= _NT_MIN_BYTES, work, stage, per)
 
 
 def logsumexp_2d(x: np.ndarray, out: np.ndarray) -> None:
     """``out[r] = logsumexp(x[r])`` in float64 (``out``: float64, one entry per row)."""
-    nthr = numba.get_num_threads()
+    nthr = numba.get_num_threads() if x.size >= _PARALLEL_MIN else 1
     work = _scratch("work", nthr, min(x.shape[1], GROUP), np.float64)
-    _logsumexp_2d(x, out, work)
+    (_logsumexp_2d if nthr > 1 else _logsumexp_2d_serial)(x, out, work)
 
 
 def softmax_vjp_2d(s: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
     """``out = s * (g - sum(g * s)) / t`` row by row."""
-    _softmax_vjp_2d(s, g, out, float(t))
+    run = _softmax_vjp_2d if s.size >= _PARALLEL_MIN else _softmax_vjp_2d_serial
+    run(s, g, out, float(t))
 
 
 def log_softmax_vjp_2d(logp: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
     """``out = where(logp != -inf, g - exp(logp) * sum(g over the support), 0) / t``."""
-    _log_softmax_vjp_2d(logp, g, out, float(t))
+    run = _log_softmax_vjp_2d if logp.size >= _PARALLEL_MIN else _log_softmax_vjp_2d_serial
+    run(logp, g, out, float(t))
 
 
 def cross_entropy_2d(
@@ -937,7 +1155,7 @@ def cross_entropy_2d(
     (R, C) of ``x``'s dtype, C-contiguous (may be ``x`` itself), or None.
     """
     rows, n = x.shape
-    nthr = numba.get_num_threads()
+    nthr = numba.get_num_threads() if x.size >= _PARALLEL_MIN else 1
     per, wl, sl = _layout(rows, n, nthr)
     work = _scratch("work", nthr, wl, np.float64)
     stage = _scratch("stage", nthr, sl, x.dtype)
@@ -951,7 +1169,9 @@ def cross_entropy_2d(
     else:
         rs, mode, rs0 = np.ones(1), 1, float(row_scale)
     want_loss, want_grad = loss is not None, grad is not None
-    _ce_2d(
+    run = _ce_2d if nthr > 1 else _ce_2d_serial
+    _dynamic(
+        run,
         x, y, w, has_w, sumw, float(smoothing), int(ignore_index),
         sw if sw is not None else np.ones(1), sw is not None, rs, mode, rs0,
         loss if loss is not None else np.empty(1), grad if grad is not None else np.empty((1, 1), x.dtype),
