@@ -381,7 +381,6 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     """
     import dask
     import dask.array as da
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_random_state
 
@@ -411,45 +410,22 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     data = DaskData(data.X, data.y, sw, classes, data.feature_names, data.class_counts)
 
     obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
-    # From here on this mirrors SoftmaxRegression.fit (models/regression.py) step by step.
-    w0 = model._initial_point(obj, classes, data.n_features)
-    cb = model._verbose_callback(callback)
-    tol = float(model.tol)
-    if dtype == np.float32 and model.solver != "sgd":
-        from .regression import _FLOAT32_TOL_FLOOR
 
-        tol = max(tol, _FLOAT32_TOL_FLOOR)
-    if model.solver == "sgd":
-        batch = min(256, data.n_samples) if model.batch_size is None else model.batch_size
-        result = sgd(
+    def solve(obj: Any, w0: np.ndarray, cb: Any, n_samples: int, tol: float) -> Any:
+        if model.solver != "sgd":
+            return model._solve(obj, w0, cb, n_samples, tol)
+        return sgd(  # streams over the blocks
             obj,
             w0,
             tol=tol,
             max_iter=model.max_iter,
-            batch_size=batch,
+            batch_size=min(256, n_samples) if model.batch_size is None else model.batch_size,
             learning_rate=model.learning_rate,
             rng=check_random_state(model.random_state),
             callback=cb,
         )
-    else:
-        result = model._solve(obj, w0, cb, data.n_samples, tol)
-    if not result.converged and model.solver != "sgd":
-        warnings.warn(
-            f"SoftmaxRegression (solver={model.solver!r}) did not reach tol={tol} in "
-            f"{result.n_iter} iterations ({result.message}); increase max_iter.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    W, b = obj.unpack(result.w)
-    W = np.array(W, dtype=dtype)
-    b = np.zeros(classes.size, dtype=dtype) if b is None else np.array(b, dtype=dtype)
-    if model.fit_intercept:
-        b -= b.mean(dtype=np.float64).astype(dtype)
-    if not np.isfinite(model.C):
-        W -= W.mean(axis=0, dtype=np.float64).astype(dtype)
-    model.coef_, model.intercept_, model.classes_ = W, b, classes
-    model.n_iter_ = int(result.n_iter)
-    model.loss_curve_ = np.asarray(result.loss_curve, dtype=np.float64)
+
+    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, solve)
     model.n_features_in_ = data.n_features
     names = data.feature_names
     if names is not None and all(isinstance(c, str) for c in names):

@@ -250,31 +250,44 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             sw = sw * cw[y_idx].astype(X.dtype)
 
         obj = _make_objective(X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept)
-        w0 = self._initial_point(obj, classes, X.shape[1])
+        with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
+            self._fit_objective(obj, classes, X.shape[1], X.shape[0], X.dtype, callback, self._solve)
+        return self
+
+    def _fit_objective(
+        self,
+        obj: Any,
+        classes: np.ndarray,
+        n_features: int,
+        n_samples: int,
+        dtype: Any,
+        callback: Callable[[int, float], Any] | None,
+        solve: Callable[..., _solvers.SolverResult],
+    ) -> None:
+        """Minimize ``obj`` with ``solve`` and set the fitted attributes (in memory and Dask alike)."""
+        w0 = self._initial_point(obj, classes, n_features)
         cb = self._verbose_callback(callback)
         tol = float(self.tol)
-        if X.dtype == np.float32 and self.solver != "sgd":
+        if dtype == np.float32 and self.solver != "sgd":
             tol = max(tol, _FLOAT32_TOL_FLOOR)
-        with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
-            result = self._solve(obj, w0, cb, X.shape[0], tol)
+        result = solve(obj, w0, cb, n_samples, tol)
         if not result.converged and self.solver != "sgd":
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
                 f"{result.n_iter} iterations ({result.message}); increase max_iter.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         W, b = obj.unpack(result.w)
-        W = np.array(W, dtype=X.dtype)
-        b = np.zeros(classes.size, dtype=X.dtype) if b is None else np.array(b, dtype=X.dtype)
+        W = np.array(W, dtype=dtype)
+        b = np.zeros(classes.size, dtype=dtype) if b is None else np.array(b, dtype=dtype)
         if self.fit_intercept:
-            b -= b.mean(dtype=np.float64).astype(X.dtype)  # f is invariant to a common shift
+            b -= b.mean(dtype=np.float64).astype(dtype)  # f is invariant to a common shift
         if not np.isfinite(self.C):
-            W -= W.mean(axis=0, dtype=np.float64).astype(X.dtype)  # so is W without penalty
+            W -= W.mean(axis=0, dtype=np.float64).astype(dtype)  # so is W without penalty
         self.coef_, self.intercept_, self.classes_ = W, b, classes
         self.n_iter_ = int(result.n_iter)
         self.loss_curve_ = np.asarray(result.loss_curve, dtype=np.float64)
-        return self
 
     def _initial_point(self, obj: SoftmaxObjective, classes: np.ndarray, n_features: int) -> np.ndarray:
         if (
