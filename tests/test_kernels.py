@@ -451,3 +451,33 @@ def test_linear_cross_entropy_chunks_match_reference(dtype, spy):
     for a, a0 in zip(grads, grads0, strict=True):
         _close(a, a0, dtype, tol, scale="all")  # products of gradients that cancel: norm-wise
     assert spy["cross_entropy_2d"] == 4  # one call per chunk
+
+
+# --- the benchmark command ----------------------------------------------------------------------
+
+
+def test_bench_quick_smoke(tmp_path, capsys):
+    """``softgrad bench --quick`` runs, prints its table and goals, and writes the same as JSON."""
+    import json
+
+    from softgrad.interfaces.cli import main
+
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--repeat", "1", "--only", "softmax,cross_entropy", "--json", str(path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "np.copyto" in printed and "issue #5 goals" in printed
+    report = json.loads(path.read_text())
+    names = {(r["function"], r["implementation"]) for r in report["results"]}
+    assert {("copy", "np.copyto"), ("softmax", "softgrad"), ("cross_entropy", "softgrad")} <= names
+    assert ("softmax", "scipy.special") in names and ("softmax", "numpy max-shift out=") in names
+    assert all(r["ms"] > 0 for r in report["results"])
+    assert report["goals"] and "first_softmax_float32_s" in report["first_call"]
+
+
+def test_bench_bad_options(capsys):
+    from softgrad.interfaces.cli import main
+
+    assert main(["bench", "--quick", "--only", "nonsense"]) == 2
+    assert "unknown function 'nonsense'" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--repeat", "0"]) == 2

@@ -35,6 +35,7 @@ non-negative costs a wraparound check per access, which turns vector loads into 
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -378,10 +379,8 @@ def _split(e: float, c: float) -> Any:  # pragma: no cover - jitted
 def split_constant(n: int) -> float:  # pragma: no cover - jitted
     """``1.5 * 2**p`` with ``2**p >= 2 * (n + 1)``: a grid for exact sums of n numbers <= 1."""
     wide()
-    p = 1
-    while 2.0**p < 2.0 * (n + 1):
-        p += 1
-    return 1.5 * 2.0**p
+    _, p = math.frexp(2.0 * (n + 1))  # 2 (n + 1) = f * 2**p, f in [0.5, 1)
+    return math.ldexp(1.5, p)
 
 
 @_reassoc
@@ -1058,9 +1057,10 @@ def _ce_2d_serial(
 # Entry points used by _dispatch: C-contiguous 2-D input of one float dtype, out preallocated
 
 _NT_MIN_BYTES = 1 << 22  # stream outputs past the caches from this size on
-# Below this many elements one thread does the work: waking the pool costs more (and on a
-# loaded machine a wake-up can take a scheduler tick, milliseconds).
-_PARALLEL_MIN = 1 << 17
+# Below this many elements (about a millisecond of work) one thread does it all: waking the pool
+# costs more than it saves, most of all on a machine whose cores are busy (a wake-up can then
+# take a scheduler tick, milliseconds).
+_PARALLEL_MIN = 1 << 20
 _local = threading.local()
 
 

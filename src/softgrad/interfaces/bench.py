@@ -1,0 +1,545 @@
+"""``softgrad bench``: softgrad's fused kernels side by side with SciPy, NumPy, PyTorch and JAX.
+
+Every implementation runs in this one process on the same arrays, timed as the median of
+``repeat`` runs after one warm-up, with ``np.copyto`` of the input as the bandwidth floor (one
+read and one write of the data). For each shape and function the table gives the time, the
+bytes moved per second (the function's compulsory traffic: inputs read once, outputs written
+once), the share of ``np.copyto``'s bandwidth, and the time relative to softgrad. PyTorch and
+JAX run when installed. ``linear_cross_entropy`` is measured against PyTorch's unfused
+``Linear`` + ``cross_entropy`` + ``backward``; its peak memory is the growth of the peak
+resident set (``ru_maxrss``) of a fresh subprocess per implementation, which sees the
+allocations of every library (``tracemalloc`` sees only Python's).
+
+Benchmarks are programs that print tables, not assertions: the goals of issue #5 are checked
+and printed at the end, met or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FULL_SHAPES", "QUICK_SHAPES", "Result", "run_bench"]
+
+FULL_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
+    ((4096, 32000), "float32"),
+    ((65536, 1000), "float32"),
+    ((1_000_000, 10), "float64"),
+    ((64, 1_000_000), "float32"),
+)
+QUICK_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
+    ((256, 2000), "float32"),
+    ((2048, 100), "float32"),
+    ((20_000, 10), "float64"),
+    ((4, 100_000), "float32"),
+)
+FUNCTIONS = ("softmax", "log_softmax", "softmax_vjp", "cross_entropy", "linear_cross_entropy")
+# linear_cross_entropy: (rows B, features N, classes T), float32
+LINEAR_FULL = (4096, 256, 32000)
+LINEAR_QUICK = (256, 32, 2000)
+
+
+@dataclass
+class Result:
+    """One timed implementation of one function on one shape."""
+
+    function: str
+    shape: tuple[int, ...]
+    dtype: str
+    implementation: str
+    ms: float
+    gbps: float | None = None
+    copy_share: float | None = None
+    vs_softgrad: float | None = None
+    peak_mb: float | None = None
+    note: str = ""
+    times_ms: list[float] = field(default_factory=list)
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
+    fn()  # warm-up: compilation, caches, page faults of first allocations
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)), times
+
+
+def _optional(name: str) -> Any:
+    """The module ``name`` when it can be imported, else None (optional peers)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# --- implementations -----------------------------------------------------------------------------
+
+
+def _numpy_softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The textbook max-shift softmax in NumPy; into ``out`` without temporaries when given."""
+    if out is None:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _numpy_log_softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    if out is None:
+        y = x - m
+        return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
+    np.subtract(x, m, out=out)
+    lse = np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    out -= lse
+    return out
+
+
+def _numpy_vjp(s: np.ndarray, g: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    dot = np.einsum("ij,ij->i", s, g)[:, None]
+    if out is None:
+        return s * (g - dot)
+    np.subtract(g, dot, out=out)
+    out *= s
+    return out
+
+
+def _numpy_ce(x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Mean cross-entropy and its gradient in NumPy (softmax - one-hot) / N."""
+    p = _numpy_softmax(x)
+    rows = np.arange(x.shape[0])
+    loss = -np.mean(np.log(p[rows, y]))
+    p[rows, y] -= 1.0
+    p /= x.shape[0]
+    return loss, p
+
+
+def _scipy_ce(special: Any, x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray]:
+    rows = np.arange(x.shape[0])
+    logp = special.log_softmax(x, axis=-1)
+    loss = -np.mean(logp[rows, y])
+    p = special.softmax(x, axis=-1)
+    p[rows, y] -= 1.0
+    p /= x.shape[0]
+    return loss, p
+
+
+def _impls(fn: str, x: np.ndarray, extra: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """The implementations of ``fn`` on ``x``: name -> zero-argument callable."""
+    import softgrad as sg
+
+    special = _optional("scipy.special")
+    torch = _optional("torch")
+    out = np.empty_like(x)
+    impls: dict[str, Callable[[], Any]] = {}
+    if fn == "softmax":
+        impls["softgrad"] = lambda: sg.softmax(x)
+        impls["softgrad out="] = lambda: sg.softmax(x, out=out)
+        if special is not None:
+            impls["scipy.special"] = lambda: special.softmax(x, axis=-1)
+        impls["numpy max-shift"] = lambda: _numpy_softmax(x)
+        impls["numpy max-shift out="] = lambda: _numpy_softmax(x, out)
+    elif fn == "log_softmax":
+        impls["softgrad"] = lambda: sg.log_softmax(x)
+        impls["softgrad out="] = lambda: sg.log_softmax(x, out=out)
+        if special is not None:
+            impls["scipy.special"] = lambda: special.log_softmax(x, axis=-1)
+        impls["numpy max-shift"] = lambda: _numpy_log_softmax(x)
+        impls["numpy max-shift out="] = lambda: _numpy_log_softmax(x, out)
+    elif fn == "softmax_vjp":
+        s, g = extra["s"], extra["g"]
+        impls["softgrad"] = lambda: sg.softmax_vjp(s, g)
+        impls["softgrad out="] = lambda: sg.softmax_vjp(s, g, out=out)
+        impls["numpy"] = lambda: _numpy_vjp(s, g)
+        impls["numpy out="] = lambda: _numpy_vjp(s, g, out)
+    elif fn == "cross_entropy":
+        y = extra["y"]
+        impls["softgrad"] = lambda: sg.cross_entropy_value_and_grad(x, y)
+        if special is not None:
+            impls["scipy.special"] = lambda: _scipy_ce(special, x, y)
+        impls["numpy max-shift"] = lambda: _numpy_ce(x, y)
+    if torch is not None:
+        impls.update(_torch_impls(torch, fn, x, extra))
+    jax = _optional("jax")
+    if jax is not None:
+        impls.update(_jax_impls(jax, fn, x, extra))
+    return impls
+
+
+def _torch_impls(torch: Any, fn: str, x: np.ndarray, extra: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    tx = torch.from_numpy(x)
+    tout = torch.empty_like(tx)
+    impls: dict[str, Callable[[], Any]] = {}
+    if fn == "softmax":
+        impls["torch"] = lambda: torch.softmax(tx, -1)
+        impls["torch out="] = lambda: torch.softmax(tx, -1, out=tout)
+    elif fn == "log_softmax":
+        impls["torch"] = lambda: torch.log_softmax(tx, -1)
+        impls["torch out="] = lambda: torch.log_softmax(tx, -1, out=tout)
+    elif fn == "softmax_vjp":
+        ts, tg = torch.from_numpy(extra["s"]), torch.from_numpy(extra["g"])
+        impls["torch"] = lambda: torch._softmax_backward_data(tg, ts, -1, ts.dtype)
+        impls["torch out="] = lambda: torch._softmax_backward_data(tg, ts, -1, ts.dtype, grad_input=tout)
+    elif fn == "cross_entropy":
+        ty = torch.from_numpy(extra["y"])
+
+        def run() -> Any:
+            leaf = tx.detach().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(leaf, ty)
+            loss.backward()
+            return loss, leaf.grad
+
+        impls["torch fwd+bwd"] = run
+    return impls
+
+
+def _jax_impls(jax: Any, fn: str, x: np.ndarray, extra: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    import jax.numpy as jnp
+
+    if x.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        return {}
+    jx = jax.device_put(x)
+    impls: dict[str, Callable[[], Any]] = {}
+    if fn == "softmax":
+        f = jax.jit(lambda a: jax.nn.softmax(a, axis=-1))
+        impls["jax.jit"] = lambda: f(jx).block_until_ready()
+    elif fn == "log_softmax":
+        f = jax.jit(lambda a: jax.nn.log_softmax(a, axis=-1))
+        impls["jax.jit"] = lambda: f(jx).block_until_ready()
+    elif fn == "softmax_vjp":
+        js, jg = jax.device_put(extra["s"]), jax.device_put(extra["g"])
+        f = jax.jit(lambda s, g: s * (g - jnp.sum(g * s, axis=-1, keepdims=True)))
+        impls["jax.jit"] = lambda: f(js, jg).block_until_ready()
+    elif fn == "cross_entropy":
+        jy = jax.device_put(extra["y"])
+
+        def ce(a: Any, y: Any) -> Any:
+            logp = jax.nn.log_softmax(a, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+        f = jax.jit(jax.value_and_grad(ce))
+
+        def run() -> Any:
+            loss, grad = f(jx, jy)
+            return loss, grad.block_until_ready()
+
+        impls["jax.jit fwd+bwd"] = run
+    return impls
+
+
+# --- traffic model ---------------------------------------------------------------------------
+
+
+def _traffic_bytes(fn: str, x: np.ndarray) -> int:
+    """Compulsory memory traffic: the inputs read once and the outputs written once."""
+    if fn == "softmax_vjp":
+        return 3 * x.nbytes  # read s and g, write the gradient
+    return 2 * x.nbytes  # read x, write softmax / log_softmax / the logits' gradient
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+
+def _copy_ms(x: np.ndarray, repeat: int) -> tuple[float, list[float]]:
+    """The bandwidth floor: ``np.copyto`` of ``x`` into a preallocated array."""
+    dst = np.empty_like(x)
+    return _median_ms(lambda: np.copyto(dst, x), repeat)
+
+
+def _bench_shape(
+    shape: tuple[int, int], dtype: str, functions: tuple[str, ...], repeat: int, log: Callable[[str], None]
+) -> list[Result]:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(dtype)
+    results: list[Result] = []
+    copy_ms, copy_times = _copy_ms(x, repeat)
+    copy_gbps = 2 * x.nbytes / copy_ms / 1e6
+    results.append(
+        Result("copy", shape, dtype, "np.copyto", copy_ms, copy_gbps, 1.0, None, times_ms=copy_times)
+    )
+    log(f"{shape} {dtype}: np.copyto {copy_ms:.1f} ms ({copy_gbps:.1f} GB/s)")
+    import softgrad as sg
+
+    for fn in functions:
+        extra: dict[str, Any] = {}
+        if fn == "softmax_vjp":
+            extra["s"] = sg.softmax(x)
+            extra["g"] = rng.standard_normal(shape).astype(dtype)
+        if fn == "cross_entropy":
+            extra["y"] = rng.integers(0, shape[1], shape[0])
+        traffic = _traffic_bytes(fn, x)
+        group: list[Result] = []
+        for name, impl in _impls(fn, x, extra).items():
+            try:
+                ms, times = _median_ms(impl, repeat)
+            except Exception as exc:  # a peer that cannot run this case: say so, go on
+                log(f"  {fn} {name}: skipped ({type(exc).__name__}: {exc})")
+                continue
+            gbps = traffic / ms / 1e6
+            group.append(Result(fn, shape, dtype, name, ms, gbps, gbps / copy_gbps, times_ms=times))
+            log(f"  {fn:<13} {name:<22} {ms:9.1f} ms")
+        base = next((r.ms for r in group if r.implementation == "softgrad"), None)
+        for r in group:
+            r.vs_softgrad = None if base is None else r.ms / base
+        results.extend(group)
+        del extra
+    return results
+
+
+_LINEAR_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+impl, B, N, T, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = np.random.default_rng(0)
+x = rng.standard_normal((B, N), dtype=np.float32)
+W = (rng.standard_normal((T, N), dtype=np.float32) / np.sqrt(N)).astype(np.float32)
+b = np.zeros(T, dtype=np.float32)
+y = rng.integers(0, T, B)
+if impl == "softgrad":
+    import softgrad as sg
+    def run():
+        return sg.linear_cross_entropy(x, W, y, b, return_grad=True)
+else:
+    import torch
+    tx, tW, tb, ty = (torch.from_numpy(a) for a in (x, W, b, y))
+    def run():
+        lx, lW, lb = (t.detach().requires_grad_(True) for t in (tx, tW, tb))
+        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(lx, lW, lb), ty)
+        loss.backward()
+        return loss, (lx.grad, lW.grad, lb.grad)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter(); run(); first = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for _ in range(repeat):
+    t0 = time.perf_counter(); run(); times.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps({"peak_mb": (peak - base) / 1024, "times_ms": times, "first_ms": first * 1e3}))
+"""
+
+
+def _bench_linear(dims: tuple[int, int, int], repeat: int, log: Callable[[str], None]) -> list[Result]:
+    """softgrad.linear_cross_entropy vs torch Linear + cross_entropy + backward, each in a fresh
+    process (peak memory as the growth of ru_maxrss over the inputs)."""
+    impls = ["softgrad"] + (["torch unfused"] if _optional("torch") is not None else [])
+    results = []
+    B, N, T = dims
+    for impl in impls:
+        cmd = [sys.executable, "-c", _LINEAR_CHILD, impl.split()[0], *map(str, (B, N, T, repeat))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            log(f"  linear_cross_entropy {impl}: failed\n{proc.stderr[-2000:]}")
+            continue
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        ms = float(np.median(data["times_ms"]))
+        results.append(
+            Result(
+                "linear_cross_entropy", dims, "float32", impl, ms, peak_mb=data["peak_mb"],
+                note=f"first call {data['first_ms']:.0f} ms", times_ms=data["times_ms"],
+            )
+        )
+        log(f"  linear_cross_entropy {impl:<14} {ms:9.1f} ms  peak +{data['peak_mb']:.0f} MB")
+    base = next((r.ms for r in results if r.implementation == "softgrad"), None)
+    for r in results:
+        r.vs_softgrad = None if base is None else r.ms / base
+    return results
+
+
+_FIRST_CALL_CHILD = r"""
+import json, time
+t0 = time.perf_counter()
+import numpy as np, softgrad as sg
+t1 = time.perf_counter()
+out = {"import_s": t1 - t0}
+for dt in ("float32", "float64"):
+    x = np.ones((8, 8), dtype=dt)
+    t = time.perf_counter(); sg.softmax(x); out["first_softmax_" + dt + "_s"] = time.perf_counter() - t
+    t = time.perf_counter(); sg.softmax(x); out["second_softmax_" + dt + "_s"] = time.perf_counter() - t
+print(json.dumps(out))
+"""
+
+
+def first_call_latency(cold: bool = False) -> dict[str, float]:
+    """Import and first-call times of a fresh process (``cold``: with an empty Numba cache)."""
+    env = dict(os.environ)
+    if cold:
+        import tempfile
+
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="softgrad-cold-")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL_CHILD], capture_output=True, text=True, env=env, timeout=1800
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-500:]}  # type: ignore[dict-item]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- goals (issue #5) -----------------------------------------------------------------------
+
+
+def _goals(results: list[Result]) -> list[dict[str, Any]]:
+    """Each goal of the issue, evaluated on the large float32 shapes measured."""
+    goals: list[dict[str, Any]] = []
+    by_key: dict[tuple, dict[str, Result]] = {}
+    for r in results:
+        by_key.setdefault((r.function, r.shape, r.dtype), {})[r.implementation] = r
+    copies = {(r.shape, r.dtype): r for r in results if r.function == "copy"}
+    def add(goal: str, value: float, met: bool) -> None:
+        goals.append({"goal": goal, "value": round(value, 3), "met": bool(met)})
+
+    for (fn, shape, dtype), impls in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+        sgr = impls.get("softgrad")
+        if sgr is None or dtype != "float32" or fn in ("copy", "linear_cross_entropy"):
+            continue
+        label = f"{fn} {shape[0]}x{shape[1]}"
+        if fn in ("softmax", "log_softmax"):
+            best = max(sgr.copy_share or 0, (impls.get("softgrad out=") or sgr).copy_share or 0)
+            add(f"{label}: >= 0.7 of copy bandwidth", best, best >= 0.7)
+        if fn == "cross_entropy":
+            ratio = sgr.ms / copies[(shape, dtype)].ms
+            add(f"{label}: fwd+bwd <= 1.6x copy time", ratio, ratio <= 1.6)
+        if "scipy.special" in impls:
+            sp = impls["scipy.special"].ms / sgr.ms
+            add(f"{label}: >= 4x faster than scipy.special", sp, sp >= 4)
+        torch_alloc = impls.get("torch") or impls.get("torch fwd+bwd")
+        if torch_alloc is not None:
+            tr = torch_alloc.ms / sgr.ms
+            add(f"{label}: >= 1.5x faster than torch (allocating)", tr, tr >= 1.5)
+    lin = {r.implementation: r for r in results if r.function == "linear_cross_entropy"}
+    if "softgrad" in lin and "torch unfused" in lin:
+        s, t = lin["softgrad"], lin["torch unfused"]
+        add("linear_cross_entropy: time <= torch unfused (ratio)", s.ms / t.ms, s.ms <= t.ms)
+        share = (s.peak_mb or 0.0) / max(t.peak_mb or 0.0, 1e-9)
+        add("linear_cross_entropy: peak memory <= 1/8 of torch (ratio)", share, share <= 0.125)
+    return goals
+
+
+def _environment() -> dict[str, Any]:
+    import numba
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    for lib in ("scipy", "torch", "jax"):
+        mod = _optional(lib)
+        if mod is not None:
+            env[lib] = mod.__version__
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_bench(
+    quick: bool = False,
+    repeat: int | None = None,
+    only: tuple[str, ...] | None = None,
+    log: Callable[[str], None] = print,
+    cold: bool = False,
+) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"environment", "first_call", "results", "goals"}``."""
+    functions = tuple(only) if only else FUNCTIONS
+    unknown = [f for f in functions if f not in FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown function(s) {unknown}; choose from {', '.join(FUNCTIONS)}")
+    repeat = repeat if repeat is not None else (3 if quick else 5)
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    jax = _optional("jax")
+    if jax is not None:
+        jax.config.update("jax_enable_x64", True)  # float64 shapes in float64, as the others
+    env = _environment()
+    first = first_call_latency(cold=False)
+    if cold:
+        first["cold_compile"] = first_call_latency(cold=True)  # type: ignore[assignment]
+    log(f"first call in a fresh process: {first}")
+    results: list[Result] = []
+    per_shape = tuple(f for f in functions if f != "linear_cross_entropy")
+    if per_shape:
+        for shape, dtype in QUICK_SHAPES if quick else FULL_SHAPES:
+            results.extend(_bench_shape(shape, dtype, per_shape, repeat, log))
+    if "linear_cross_entropy" in functions:
+        results.extend(_bench_linear(LINEAR_QUICK if quick else LINEAR_FULL, repeat, log))
+    env["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "environment": env,
+        "first_call": first,
+        "results": [asdict(r) for r in results],
+        "goals": _goals(results),
+    }
+
+
+def table(report: dict[str, Any]) -> Any:
+    """The results as a Rich table."""
+    from rich.table import Table
+
+    t = Table(title="softgrad bench: median ms; GB/s of compulsory traffic; share of np.copyto bandwidth")
+    for col in ("case", "function", "implementation"):
+        t.add_column(col, no_wrap=True)
+    for col in ("ms", "GB/s", "x copy", "vs softgrad", "peak MB"):
+        t.add_column(col, justify="right", no_wrap=True)
+    last = None
+    for r in report["results"]:
+        key = (tuple(r["shape"]), r["function"])
+        if last is not None and key != last:
+            t.add_section()
+        last = key
+        dt = {"float32": "f32", "float64": "f64"}.get(r["dtype"], r["dtype"])
+        t.add_row(
+            "x".join(str(s) for s in r["shape"]) + " " + dt,
+            r["function"],
+            r["implementation"],
+            f"{r['ms']:.1f}",
+            "" if r["gbps"] is None else f"{r['gbps']:.1f}",
+            "" if r["copy_share"] is None else f"{r['copy_share']:.2f}",
+            "" if r["vs_softgrad"] is None else f"{r['vs_softgrad']:.2f}",
+            "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}",
+        )
+    return t
+
+
+def goals_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="issue #5 goals")
+    t.add_column("goal")
+    t.add_column("measured", justify="right")
+    t.add_column("met")
+    for g in report["goals"]:
+        t.add_row(g["goal"], str(g["value"]), "yes" if g["met"] else "NO")
+    return t
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=2, default=str)
+        fh.write("\n")
