@@ -24,8 +24,8 @@ __all__ = ["dense_softmax", "dense_softmax_jacobian", "dense_softmax_vjp"]
 _WRT = ("W", "b", "x")
 
 
-def _layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any, Any]:
-    """Validate ``x`` (N,) or (B, N), ``W`` (T, N), ``b`` (T,); cast to the compute dtype."""
+def layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any]:
+    """Validate ``x`` (N,) or (B, N), ``W`` (T, N), ``b`` (T,) and cast them to their common dtype."""
     _, x = as_float_array(x, "x")
     _, W = as_float_array(W, "W")
     if b is not None:
@@ -37,12 +37,16 @@ def _layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | No
         raise ValueError(
             f"x must have shape (N,) or (B, N) with N = W.shape[1] = {W.shape[1]}, got {tuple(x.shape)}"
         )
-    dtypes = [x.dtype, W.dtype]
-    if b is not None:
-        if tuple(b.shape) != (W.shape[0],):
-            raise ValueError(f"b must have shape ({W.shape[0]},), got {tuple(b.shape)}")
-        dtypes.append(b.dtype)
-    out_dtype = xp.result_type(*dtypes)
+    if b is not None and tuple(b.shape) != (W.shape[0],):
+        raise ValueError(f"b must have shape ({W.shape[0]},), got {tuple(b.shape)}")
+    dtype = xp.result_type(x.dtype, W.dtype, *(() if b is None else (b.dtype,)))
+    x, W = xp.astype(x, dtype, copy=False), xp.astype(W, dtype, copy=False)
+    return xp, x, W, (None if b is None else xp.astype(b, dtype, copy=False)), dtype
+
+
+def _layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any, Any]:
+    """:func:`layer_inputs` in the compute dtype, with the output dtype and the compute dtype."""
+    xp, x, W, b, out_dtype = layer_inputs(x, W, b)
     cd = compute_dtype(xp, out_dtype)
     x, W = xp.astype(x, cd, copy=False), xp.astype(W, cd, copy=False)
     b = None if b is None else xp.astype(b, cd, copy=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from .._array import Array, array_namespace, as_float_array, compute_dtype, is_numpy_array
+from .._array import Array, compute_dtype, is_numpy_array
 from . import _dask
 from .cross_entropy import (
     _check_targets,
@@ -27,6 +27,7 @@ from .cross_entropy import (
     _row_scale,
     _scales,
 )
+from .layer import layer_inputs
 
 __all__ = ["linear_cross_entropy"]
 
@@ -45,25 +46,6 @@ def _check_chunk_size(chunk_size: Any, n_classes: int, itemsize: int) -> int:
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     return chunk
-
-
-def _inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any]:
-    _, x = as_float_array(x, "x")
-    _, W = as_float_array(W, "W")
-    if b is not None:
-        _, b = as_float_array(b, "b")
-    xp = array_namespace(x, W, b)
-    if W.ndim != 2:
-        raise ValueError(f"W must have shape (T, N), got {tuple(W.shape)}")
-    if x.ndim not in (1, 2) or x.shape[-1] != W.shape[1]:
-        raise ValueError(
-            f"x must have shape (N,) or (B, N) with N = W.shape[1] = {W.shape[1]}, got {tuple(x.shape)}"
-        )
-    if b is not None and tuple(b.shape) != (W.shape[0],):
-        raise ValueError(f"b must have shape ({W.shape[0]},), got {tuple(b.shape)}")
-    dtype = xp.result_type(x.dtype, W.dtype, *(() if b is None else (b.dtype,)))
-    x, W = xp.astype(x, dtype, copy=False), xp.astype(W, dtype, copy=False)
-    return xp, x, W, (None if b is None else xp.astype(b, dtype, copy=False)), dtype
 
 
 def linear_cross_entropy(
@@ -146,7 +128,7 @@ def linear_cross_entropy(
             x, W, target, b, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
             reduction=reduction, sample_weight=sample_weight, chunk_size=chunk_size, return_grad=return_grad,
         )
-    xp, x, W, b, dtype = _inputs(x, W, b)
+    xp, x, W, b, dtype = layer_inputs(x, W, b)
     single = x.ndim == 1
     if single:
         x = x[None, :]
