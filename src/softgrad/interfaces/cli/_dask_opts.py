@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,7 +211,7 @@ def dask_metrics(model: Any, X: Any, y: Any) -> tuple[dict[str, float], int]:
 
 # ---------------------------------------------------------------------------------- train
 def _train_dask(args: argparse.Namespace) -> int:
-    from ._model_cmds import _check_out_path, _print_training, _Progress
+    from ._model_cmds import _check_out_path
 
     if args.dataset:
         raise CLIError("--dask reads DATA (a folder of Parquet or CSV files), not --dataset")
@@ -224,16 +221,13 @@ def _train_dask(args: argparse.Namespace) -> int:
         raise CLIError("--plots is not available with --dask (plots need the rows in memory)")
     _check_out_path(args.out)
     with connect(args.scheduler, args.scheduler_timeout):
-        return _fit_and_report(args, _Progress, _print_training)
+        return _fit_and_report(args)
 
 
-def _fit_and_report(args: argparse.Namespace, progress: Any, print_training: Any) -> int:
-    import warnings
-
+def _fit_and_report(args: argparse.Namespace) -> int:
     import dask
-    from sklearn.exceptions import ConvergenceWarning
 
-    from ...models import SoftmaxRegression
+    from ._model_cmds import _print_training, fit_with_progress, training_result
 
     source = args.data
     df = read_files(source)
@@ -250,38 +244,9 @@ def _fit_and_report(args: argparse.Namespace, progress: Any, print_training: Any
     else:
         X_train, y_train, X_test, y_test = X, y, None, None
 
-    params: dict[str, Any] = dict(
-        C=args.C, solver=args.solver, max_iter=args.max_iter, random_state=args.seed
-    )
-    if args.tol is not None:
-        params["tol"] = args.tol
-    model = SoftmaxRegression(**params)
-    start = time.perf_counter()
-    with progress(args.max_iter, not args.quiet) as bar, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            model.fit(X_train, y_train, callback=bar)
-        except ValueError as exc:
-            raise CLIError(f"{source}: {exc}") from None
-        bar.finish(model.n_iter_)
-    fit_time = time.perf_counter() - start
-    for w in caught:
-        print(f"softgrad: warning: {w.message}", file=sys.stderr)
-
+    model, fit_time = fit_with_progress(args, X_train, y_train, source)
     train_metrics, n_train = dask_metrics(model, X_train, y_train)
-    result: dict[str, Any] = {
-        "data": source,
-        "solver": args.solver,
-        "C": args.C,
-        "n_train": n_train,
-        "n_test": 0,
-        "n_features": int(model.n_features_in_),
-        "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_],
-        "n_iter": model.n_iter_,
-        "objective": float(model.loss_curve_[-1]) if model.loss_curve_.size else math.nan,
-        "fit_time_s": fit_time,
-        "train": train_metrics,
-    }
+    result = training_result(args, source, model, fit_time, n_train, train_metrics)
     if X_test is not None:
         result["test"], result["n_test"] = dask_metrics(model, X_test, y_test)
     model.save(args.out)
@@ -289,5 +254,5 @@ def _fit_and_report(args: argparse.Namespace, progress: Any, print_training: Any
     if args.json:
         print_json(result)
         return 0
-    print_training(result)
+    _print_training(result)
     return 0

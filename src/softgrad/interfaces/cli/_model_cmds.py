@@ -283,6 +283,26 @@ def _train(args: argparse.Namespace) -> int:
         raise CLIError(f"{source}: the target has one class only; a classifier needs two or more")
     X_train, X_test, y_train, y_test = _split(X, y, args.test_size, args.seed)
 
+    model, fit_time = fit_with_progress(args, X_train, y_train, source)
+    result = training_result(args, source, model, fit_time, len(y_train), metrics(model, X_train, y_train))
+    if y_test is not None:
+        result["test"], result["n_test"] = metrics(model, X_test, y_test), len(y_test)
+    model.save(args.out)
+    result["model"] = args.out
+    if args.plots:
+        from .. import plots
+
+        X_eval, y_eval = (X_test, y_test) if y_test is not None else (X_train, y_train)
+        result["plots"] = [str(p) for p in plots.training_plots(model, X_eval, y_eval, args.plots)]
+    if args.json:
+        print_json(result)
+        return 0
+    _print_training(result)
+    return 0
+
+
+def fit_with_progress(args: argparse.Namespace, X: Any, y: Any, source: str) -> tuple[Any, float]:
+    """Fit a SoftmaxRegression with the options of ``softgrad train``, drawing a progress bar."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -298,39 +318,34 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with _Progress(args.max_iter, not args.quiet) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(X_train, y_train, callback=bar)
+        try:
+            model.fit(X, y, callback=bar)
+        except ValueError as exc:
+            raise CLIError(f"{source}: {exc}") from None
         bar.finish(model.n_iter_)
     fit_time = time.perf_counter() - start
     for w in caught:
         print(f"softgrad: warning: {w.message}", file=sys.stderr)
+    return model, fit_time
 
-    result: dict[str, Any] = {
+
+def training_result(
+    args: argparse.Namespace, source: str, model: Any, fit_time: float, n_train: int, train: dict[str, float]
+) -> dict[str, Any]:
+    """What ``softgrad train`` reports (printed as a table, or as JSON with ``--json``)."""
+    return {
         "data": source,
         "solver": args.solver,
         "C": args.C,
-        "n_train": len(y_train),
-        "n_test": 0 if y_test is None else len(y_test),
+        "n_train": n_train,
+        "n_test": 0,
         "n_features": int(model.n_features_in_),
         "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_],
         "n_iter": model.n_iter_,
         "objective": float(model.loss_curve_[-1]) if model.loss_curve_.size else math.nan,
         "fit_time_s": fit_time,
-        "train": metrics(model, X_train, y_train),
+        "train": train,
     }
-    if y_test is not None:
-        result["test"] = metrics(model, X_test, y_test)
-    model.save(args.out)
-    result["model"] = args.out
-    if args.plots:
-        from .. import plots
-
-        X_eval, y_eval = (X_test, y_test) if y_test is not None else (X_train, y_train)
-        result["plots"] = [str(p) for p in plots.training_plots(model, X_eval, y_eval, args.plots)]
-    if args.json:
-        print_json(result)
-        return 0
-    _print_training(result)
-    return 0
 
 
 def _print_training(result: dict[str, Any]) -> None:
