@@ -7,8 +7,9 @@ bytes moved per second (the function's compulsory traffic: inputs read once, out
 once), the share of ``np.copyto``'s bandwidth, and the time relative to softgrad. PyTorch and
 JAX run when installed. ``linear_cross_entropy`` is measured against PyTorch's unfused
 ``Linear`` + ``cross_entropy`` + ``backward``; its peak memory is the growth of the peak
-resident set (``ru_maxrss``) of a fresh subprocess per implementation, which sees the
-allocations of every library (``tracemalloc`` sees only Python's).
+resident set of a fresh subprocess per implementation (``ru_maxrss`` after the call minus the
+resident set before it, after a small warm-up call), which sees the allocations of every
+library (``tracemalloc`` sees only Python's). Linux only (``/proc``).
 
 Benchmarks are programs that print tables, not assertions: the goals of issue #5 are checked
 and printed at the end, met or not.
@@ -43,7 +44,8 @@ QUICK_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
     ((4, 100_000), "float32"),
 )
 FUNCTIONS = ("softmax", "log_softmax", "softmax_vjp", "cross_entropy", "linear_cross_entropy")
-# linear_cross_entropy: (rows B, features N, classes T), float32
+# linear_cross_entropy: (rows B, features N, classes T), float32; also run with a larger chunk
+# (1024 rows: 131 MB of logits) to show the time / memory trade-off of the chunk size.
 LINEAR_FULL = (4096, 256, 32000)
 LINEAR_QUICK = (256, 32, 2000)
 
@@ -304,55 +306,71 @@ def _bench_shape(
 _LINEAR_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-impl, B, N, T, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+impl, B, N, T, repeat, chunk = sys.argv[1], *map(int, sys.argv[2:7])
 rng = np.random.default_rng(0)
 x = rng.standard_normal((B, N), dtype=np.float32)
-W = (rng.standard_normal((T, N), dtype=np.float32) / np.sqrt(N)).astype(np.float32)
+W = rng.standard_normal((T, N), dtype=np.float32)
+W *= np.float32(1 / np.sqrt(N))  # in place: no temporary raises the baseline
 b = np.zeros(T, dtype=np.float32)
 y = rng.integers(0, T, B)
 if impl == "softgrad":
     import softgrad as sg
-    def run():
-        return sg.linear_cross_entropy(x, W, y, b, return_grad=True)
+    def run(x, W, b, y):
+        return sg.linear_cross_entropy(x, W, y, b, return_grad=True, chunk_size=chunk or None)
+    wrap = lambda *a: a
 else:
     import torch
-    tx, tW, tb, ty = (torch.from_numpy(a) for a in (x, W, b, y))
-    def run():
-        lx, lW, lb = (t.detach().requires_grad_(True) for t in (tx, tW, tb))
-        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(lx, lW, lb), ty)
+    def run(x, W, b, y):
+        lx, lW, lb = (t.detach().requires_grad_(True) for t in (x, W, b))
+        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(lx, lW, lb), y)
         loss.backward()
         return loss, (lx.grad, lW.grad, lb.grad)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter(); run(); first = time.perf_counter() - t0
+    wrap = lambda *a: tuple(torch.from_numpy(v) for v in a)
+args = wrap(x, W, b, y)
+run(*wrap(x[:8], W, b, y[:8]))  # libraries loaded, kernels compiled: not part of the peak
+import os
+def rss_kb():  # resident now (the baseline); ru_maxrss is the high-water mark, also in KiB
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+base = rss_kb()
+t0 = time.perf_counter(); out = run(*args); first = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+del out
 times = []
 for _ in range(repeat):
-    t0 = time.perf_counter(); run(); times.append((time.perf_counter() - t0) * 1e3)
+    t0 = time.perf_counter(); run(*args); times.append((time.perf_counter() - t0) * 1e3)
 print(json.dumps({"peak_mb": (peak - base) / 1024, "times_ms": times, "first_ms": first * 1e3}))
 """
 
 
-def _bench_linear(dims: tuple[int, int, int], repeat: int, log: Callable[[str], None]) -> list[Result]:
+def _bench_linear(
+    dims: tuple[int, int, int], repeat: int, log: Callable[[str], None], small_chunk: int
+) -> list[Result]:
     """softgrad.linear_cross_entropy vs torch Linear + cross_entropy + backward, each in a fresh
-    process (peak memory as the growth of ru_maxrss over the inputs)."""
-    impls = ["softgrad"] + (["torch unfused"] if _optional("torch") is not None else [])
+    process: peak memory is the growth of ru_maxrss over the inputs (after a warm-up call)."""
+    impls: list[tuple[str, str, int]] = [
+        ("softgrad", "softgrad", 0),
+        (f"softgrad chunk_size={small_chunk}", "softgrad", small_chunk),
+    ]
+    if _optional("torch") is not None:
+        impls.append(("torch unfused", "torch", 0))
     results = []
     B, N, T = dims
-    for impl in impls:
-        cmd = [sys.executable, "-c", _LINEAR_CHILD, impl.split()[0], *map(str, (B, N, T, repeat))]
+    for name, impl, chunk in impls:
+        cmd = [sys.executable, "-c", _LINEAR_CHILD, impl, *map(str, (B, N, T, repeat, chunk))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
-            log(f"  linear_cross_entropy {impl}: failed\n{proc.stderr[-2000:]}")
+            log(f"  linear_cross_entropy {name}: failed\n{proc.stderr[-2000:]}")
             continue
         data = json.loads(proc.stdout.strip().splitlines()[-1])
         ms = float(np.median(data["times_ms"]))
         results.append(
             Result(
-                "linear_cross_entropy", dims, "float32", impl, ms, peak_mb=data["peak_mb"],
+                "linear_cross_entropy", dims, "float32", name, ms, peak_mb=data["peak_mb"],
                 note=f"first call {data['first_ms']:.0f} ms", times_ms=data["times_ms"],
             )
         )
-        log(f"  linear_cross_entropy {impl:<14} {ms:9.1f} ms  peak +{data['peak_mb']:.0f} MB")
+        log(f"  linear_cross_entropy {name:<24} {ms:9.1f} ms  peak +{data['peak_mb']:.0f} MB")
     base = next((r.ms for r in results if r.implementation == "softgrad"), None)
     for r in results:
         r.vs_softgrad = None if base is None else r.ms / base
@@ -488,7 +506,8 @@ def run_bench(
         for shape, dtype in QUICK_SHAPES if quick else FULL_SHAPES:
             results.extend(_bench_shape(shape, dtype, per_shape, repeat, log))
     if "linear_cross_entropy" in functions:
-        results.extend(_bench_linear(LINEAR_QUICK if quick else LINEAR_FULL, repeat, log))
+        dims, small_chunk = (LINEAR_QUICK, 64) if quick else (LINEAR_FULL, 1024)
+        results.extend(_bench_linear(dims, repeat, log, small_chunk))
     env["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "environment": env,
