@@ -507,6 +507,8 @@ def _normalizer(x: Any, work: Any, m: Any, t: float, fast: bool, pf: Any) -> flo
     wide()
     n = x.shape[0]
     cap = work.shape[0]
+    if n <= cap:
+        return np.log1p(_total_rest(x, work, m, t, fast, pf)[1])
     c = split_constant(n)
     acc = (0.0, 0.0, 0.0)
     for lo in range(0, n, cap):
@@ -514,6 +516,43 @@ def _normalizer(x: Any, work: Any, m: Any, t: float, fast: bool, pf: Any) -> flo
         acc = exp_sum(x[lo:hi], work, m, t, fast, c, acc, pf[lo:hi] if pf.shape[0] else pf)
     sh, sl, comp = acc
     return np.log1p((sh - 1.0) + (sl + comp))  # sh - 1 is exact: each maximum counts 1
+
+
+@_reassoc
+def _rest_exact(work: Any) -> float:  # pragma: no cover - jitted
+    """``sum(work) - 1`` without cancellation: the entries below 1, plus the maxima beyond one
+    (an entry is exactly 1 only at a maximum, or so close to it that counting it there is
+    exact too). Positive terms: the order of the sum does not matter."""
+    wide()
+    acc = 0.0
+    ones = 0
+    for j in range(work.shape[0]):
+        e = work[j]
+        one = e == 1.0
+        acc += 0.0 if one else e
+        ones += one
+    return (ones - 1.0) + acc
+
+
+@_strict
+def _total_rest(x: Any, work: Any, m: Any, t: float, fast: bool, pf: Any) -> Any:  # pragma: no cover
+    """``(total, rest)`` of a regular row that fits ``work``: ``total = sum(e)``, ``rest = total - 1``
+    accurate to a few roundings relative to itself (log1p and the top-1 gradient need that).
+
+    float64 sums exactly split (see :func:`exp_sum`). float32 sums plainly in float64, with an
+    error below ``n 2**-53`` of the total, far below float32's; only when the rest is under
+    1/16 of the total (one entry dominates) is it summed again from ``work`` without the 1.
+    """
+    wide()
+    n = x.shape[0]
+    if x.itemsize == 8:
+        sh, sl, comp = exp_sum(x, work, m, t, fast, split_constant(n), (0.0, 0.0, 0.0), pf)
+        return sh + (sl + comp), (sh - 1.0) + (sl + comp)  # sh - 1 is exact
+    total = exp_sum(x, work, m, t, fast, 0.0, (0.0, 0.0, 0.0), pf)[0]
+    rest = total - 1.0
+    if rest < total * 0.0625:
+        rest = _rest_exact(work[:n])
+    return total, rest
 
 
 @_strict
@@ -957,9 +996,7 @@ def _ce_row(
     ceps = eps / n
     wy = w[y] if has_w else 1.0
     a = (1.0 - eps) * wy + ceps * sumw
-    sh, sl, comp = exp_sum(x, work, m, 1.0, fast, split_constant(n), (0.0, 0.0, 0.0), pf)
-    total = sh + (sl + comp)
-    rest = (sh - 1.0) + (sl + comp)  # exact enough: sh is an exact sum, each maximum counts 1
+    total, rest = _total_rest(x, work, m, 1.0, fast, pf)
     loss = 0.0
     if want_loss:
         shift = np.log1p(rest)
