@@ -24,7 +24,7 @@ __all__ = ["dense_softmax", "dense_softmax_jacobian", "dense_softmax_vjp"]
 _WRT = ("W", "b", "x")
 
 
-def layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any]:
+def _validated_layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any]:
     """Validate ``x`` (N,) or (B, N), ``W`` (T, N), ``b`` (T,) and cast them to their common dtype."""
     _, x = as_float_array(x, "x")
     _, W = as_float_array(W, "W")
@@ -45,8 +45,8 @@ def layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | Non
 
 
 def _layer_inputs(x: Any, W: Any, b: Any) -> tuple[Any, Array, Array, Array | None, Any, Any]:
-    """:func:`layer_inputs` in the compute dtype, with the output dtype and the compute dtype."""
-    xp, x, W, b, out_dtype = layer_inputs(x, W, b)
+    """:func:`_validated_layer_inputs` in the compute dtype, with the output dtype and the compute dtype."""
+    xp, x, W, b, out_dtype = _validated_layer_inputs(x, W, b)
     cd = compute_dtype(xp, out_dtype)
     x, W = xp.astype(x, cd, copy=False), xp.astype(W, cd, copy=False)
     b = None if b is None else xp.astype(b, cd, copy=False)

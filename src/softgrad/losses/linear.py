@@ -27,7 +27,7 @@ from .cross_entropy import (
     _row_scale,
     _scales,
 )
-from .layer import layer_inputs
+from .layer import _validated_layer_inputs
 
 __all__ = ["linear_cross_entropy"]
 
@@ -128,7 +128,7 @@ def linear_cross_entropy(
             x, W, target, b, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
             reduction=reduction, sample_weight=sample_weight, chunk_size=chunk_size, return_grad=return_grad,
         )
-    xp, x, W, b, dtype = layer_inputs(x, W, b)
+    xp, x, W, b, dtype = _validated_layer_inputs(x, W, b)
     single = x.ndim == 1
     if single:
         x = x[None, :]
