@@ -6,10 +6,11 @@ read and one write of the data). For each shape and function the table gives the
 bytes moved per second (the function's compulsory traffic: inputs read once, outputs written
 once), the share of ``np.copyto``'s bandwidth, and the time relative to softgrad. PyTorch and
 JAX run when installed. ``linear_cross_entropy`` is measured against PyTorch's unfused
-``Linear`` + ``cross_entropy`` + ``backward``; its peak memory is the growth of the peak
-resident set of a fresh subprocess per implementation (``ru_maxrss`` after the call minus the
-resident set before it, after a small warm-up call), which sees the allocations of every
-library (``tracemalloc`` sees only Python's). Linux only (``/proc``).
+``Linear`` + ``cross_entropy`` + ``backward``; its peak memory is the growth of the resident
+set of a fresh subprocess per implementation (``VmHWM`` after the call, reset before it, minus
+``VmRSS`` before it, after a small warm-up call), which sees the allocations of every library
+(``tracemalloc`` sees only Python's; ``ru_maxrss`` keeps the parent's peak across fork).
+Linux only (``/proc``).
 
 Benchmarks are programs that print tables, not assertions: the goals of issue #5 are checked
 and printed at the end, met or not.
@@ -304,7 +305,7 @@ def _bench_shape(
 
 
 _LINEAR_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 impl, B, N, T, repeat, chunk = sys.argv[1], *map(int, sys.argv[2:7])
 rng = np.random.default_rng(0)
@@ -328,13 +329,17 @@ else:
     wrap = lambda *a: tuple(torch.from_numpy(v) for v in a)
 args = wrap(x, W, b, y)
 run(*wrap(x[:8], W, b, y[:8]))  # libraries loaded, kernels compiled: not part of the peak
-import os
-def rss_kb():  # resident now (the baseline); ru_maxrss is the high-water mark, also in KiB
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-base = rss_kb()
+def status_kb(key):  # VmRSS: resident now; VmHWM: the high-water mark of this process image
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
+try:  # reset the high-water mark (Linux >= 4.0); ru_maxrss would keep the parent's at fork
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+except OSError:
+    pass
+base = status_kb("VmRSS")
 t0 = time.perf_counter(); out = run(*args); first = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status_kb("VmHWM")
 del out
 times = []
 for _ in range(repeat):
