@@ -144,7 +144,8 @@ def _scipy_ce(special: Any, x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarr
 
 def _impls(fn: str, x: np.ndarray, extra: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """The implementations of ``fn`` on ``x``: name -> zero-argument callable."""
-    import softgrad as sg
+    from .. import core as sg  # (layers: interfaces import core and losses, not the package)
+    from .. import losses
 
     special = _optional("scipy.special")
     torch = _optional("torch")
@@ -172,7 +173,7 @@ def _impls(fn: str, x: np.ndarray, extra: dict[str, Any]) -> dict[str, Callable[
         impls["numpy out="] = lambda: _numpy_vjp(s, g, out)
     elif fn == "cross_entropy":
         y = extra["y"]
-        impls["softgrad"] = lambda: sg.cross_entropy_value_and_grad(x, y)
+        impls["softgrad"] = lambda: losses.cross_entropy_value_and_grad(x, y)
         if special is not None:
             impls["scipy.special"] = lambda: _scipy_ce(special, x, y)
         impls["numpy max-shift"] = lambda: _numpy_ce(x, y)
@@ -276,7 +277,7 @@ def _bench_shape(
         Result("copy", shape, dtype, "np.copyto", copy_ms, copy_gbps, 1.0, None, times_ms=copy_times)
     )
     log(f"{shape} {dtype}: np.copyto {copy_ms:.1f} ms ({copy_gbps:.1f} GB/s)")
-    import softgrad as sg
+    from .. import core as sg  # (layers: interfaces import core and losses, not the package)
 
     for fn in functions:
         extra: dict[str, Any] = {}
