@@ -19,11 +19,13 @@ A row of softmax (``x`` of length ``n``; ``work`` and ``stage`` are per-thread s
    is below 700, every result normal) or :func:`exp_core` (clamped: ``-inf`` entries,
    subnormal results); with a temperature the division keeps its exact remainder, as in the
    reference.
-3. **Sum** (:func:`esum`): every ``e`` in [0, 1] is split as ``hi + lo`` with ``hi`` on a grid
-   fine enough that all sums of ``hi`` are exact in any order; the ``lo`` are summed in short
-   blocks and compensated across blocks. The total is accurate to about one rounding, and
-   ``(H - 1) + L`` is the "rest" of the normalizer that log1p needs (the reference's split into
-   ties and rest, without counting ties).
+3. **Sum**, fused with the exp sweep (:func:`exp_sum`): float64 splits every ``e`` in [0, 1] as
+   ``hi + lo`` with ``hi`` on a grid fine enough that all sums of ``hi`` are exact in any
+   order, sums the ``lo`` in short blocks and compensates across blocks: the total is accurate
+   to about one rounding, and ``(H - 1) + L`` is the "rest" of the normalizer that log1p needs
+   (the reference's split into ties and rest, without counting ties). float32 sums plainly in
+   float64 (error below ``n 2**-53``, far below float32's) and re-sums the rest without the
+   maxima when one entry dominates (:func:`_total_rest`).
 4. **Store**: ``e / total`` rounded once, gathered in ``stage`` and written out with
    non-temporal stores when the output is large (no read-for-ownership of the destination:
    that is what lets a fused kernel approach ``np.copyto`` speed).
