@@ -23,6 +23,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+else:
+    # CI explores the same examples every run (a red CI must mean a regression, not a new draw);
+    # local runs keep drawing fresh examples and remembering failures.
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 if "jax" in sys.modules:  # imported by a plugin before us: switch it on directly
     sys.modules["jax"].config.update("jax_enable_x64", True)
