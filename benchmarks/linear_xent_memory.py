@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     logits = args.B * args.T * 4
-    chunk = args.chunk_size or max(1, 32 * 2**20 // (args.T * 4))
+    from softgrad.losses.linear import _check_chunk_size
+
+    chunk = args.chunk_size or _check_chunk_size(None, args.T, 4)
     table = Table(
         title=f"linear cross-entropy with gradients, B={args.B} N={args.N} T={args.T} float32 "
         f"(full logits {logits / 2**20:.0f} MiB; fused chunk {chunk} rows = "

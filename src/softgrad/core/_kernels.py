@@ -929,7 +929,7 @@ def _ce_special(
     ceps = eps / n
     wy = w[y] if has_w else 1.0
     a = (1.0 - eps) * wy + ceps * sumw
-    if kind != 1:  # NaN or empty row: log p is NaN or -inf everywhere, the gradient is 0
+    if kind != 1:  # NaN row: NaN loss and gradient; empty row: log p = -inf, gradient 0
         lp = np.nan if kind == 0 else -np.inf
         loss = 0.0
         for j in range(n):
@@ -938,7 +938,7 @@ def _ce_special(
                 loss -= q * lp
         if want_grad:
             for j in range(n):
-                stage[j] = 0.0
+                stage[j] = np.nan if kind == 0 else 0.0
         return loss
     k = 0
     top = -1

@@ -334,7 +334,7 @@ def _block(
         loss = -xp.sum(q * xp.where(q == 0, zero, logp), axis=-1)
     if want_grad:
         total = sh.ties + sh.rest
-        nonempty = total > 0
+        nonempty = total != 0  # NaN rows stay NaN: the gradient at a NaN logit is unknown
         total = xp.where(nonempty, total, xp.ones_like(total))
         p = sh.e / total
         top1 = (sh.y == 0) & (sh.ties == 1)
