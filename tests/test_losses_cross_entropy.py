@@ -405,3 +405,19 @@ def test_public_surface():
     public = {n for n in vars(mod) if not n.startswith("_") and callable(getattr(mod, n))
               and getattr(getattr(mod, n), "__module__", "") == mod.__name__}
     assert public == set(mod.__all__)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regression_nan_logit_gives_nan_gradient_not_zero(kernels, dtype):
+    """A NaN logit made the row's loss NaN but its gradient 0; PyTorch (and the contract) say NaN."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]], dtype=dtype)
+    y = np.array([0, 1])
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.cross_entropy(xt, torch.tensor(y), reduction="sum").backward()
+    with sg.config.kernels(kernels):
+        loss, grad = sg.cross_entropy_value_and_grad(x, y, reduction="none")
+    assert np.isnan(loss[0]) and np.all(np.isnan(grad[0]))
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(xt.grad.numpy()))
+    np.testing.assert_allclose(grad[1], xt.grad.numpy()[1], rtol=1e-6)
