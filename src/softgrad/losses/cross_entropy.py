@@ -603,7 +603,7 @@ def cross_entropy_grad(
     -------
     array
         The shape, array library and dtype of ``logits``. Ignored rows and rows whose logits are
-        all ``-inf`` get 0.
+        all ``-inf`` get 0; a row holding a NaN logit gets NaN (as its loss, and as PyTorch).
 
     Examples
     --------
