@@ -382,7 +382,6 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     import dask
     import dask.array as da
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_random_state
 
     data = prepare_data(X, y, sample_weight)
     classes = data.classes
@@ -411,21 +410,7 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
 
     obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
 
-    def solve(obj: Any, w0: np.ndarray, cb: Any, n_samples: int, tol: float) -> Any:
-        if model.solver != "sgd":
-            return model._solve(obj, w0, cb, n_samples, tol)
-        return sgd(  # streams over the blocks
-            obj,
-            w0,
-            tol=tol,
-            max_iter=model.max_iter,
-            batch_size=min(256, n_samples) if model.batch_size is None else model.batch_size,
-            learning_rate=model.learning_rate,
-            rng=check_random_state(model.random_state),
-            callback=cb,
-        )
-
-    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, solve)
+    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=sgd)
     model.n_features_in_ = data.n_features
     names = data.feature_names
     if names is not None and all(isinstance(c, str) for c in names):

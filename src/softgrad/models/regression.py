@@ -251,7 +251,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         obj = _make_objective(X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept)
         with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
-            self._fit_objective(obj, classes, X.shape[1], X.shape[0], X.dtype, callback, self._solve)
+            self._fit_objective(obj, classes, X.shape[1], X.shape[0], X.dtype, callback)
         return self
 
     def _fit_objective(
@@ -262,15 +262,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         n_samples: int,
         dtype: Any,
         callback: Callable[[int, float], Any] | None,
-        solve: Callable[..., _solvers.SolverResult],
+        sgd: Callable[..., _solvers.SolverResult] | None = None,
     ) -> None:
-        """Minimize ``obj`` with ``solve`` and set the fitted attributes (in memory and Dask alike)."""
+        """Minimize ``obj`` and set the fitted attributes (in memory and Dask alike)."""
         w0 = self._initial_point(obj, classes, n_features)
         cb = self._verbose_callback(callback)
         tol = float(self.tol)
         if dtype == np.float32 and self.solver != "sgd":
             tol = max(tol, _FLOAT32_TOL_FLOOR)
-        result = solve(obj, w0, cb, n_samples, tol)
+        result = self._solve(obj, w0, cb, n_samples, tol, sgd)
         if not result.converged and self.solver != "sgd":
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
@@ -312,14 +312,25 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         return both
 
-    def _solve(self, obj: Any, w0: np.ndarray, cb: Any, n_samples: int, tol: float) -> _solvers.SolverResult:
+    def _solve(
+        self,
+        obj: Any,
+        w0: np.ndarray,
+        cb: Any,
+        n_samples: int,
+        tol: float,
+        sgd: Callable[..., _solvers.SolverResult] | None = None,
+    ) -> _solvers.SolverResult:
+        """Run the chosen solver; ``sgd`` replaces the in-memory SGD (Dask streams over blocks)."""
         if self.solver == "lbfgs":
             return _solvers.lbfgs(obj, w0, tol=tol, max_iter=self.max_iter, callback=cb)
         if self.solver == "newton-cg":
             return _solvers.newton_cg(obj, w0, tol=tol, max_iter=self.max_iter, callback=cb)
-        if not isinstance(obj, ArrayObjective):
-            raise ValueError(f"solver='sgd' needs the rows in memory, got {type(obj).__name__}")
-        return _solvers.sgd(
+        if sgd is None:
+            if not isinstance(obj, ArrayObjective):
+                raise ValueError(f"solver='sgd' needs the rows in memory, got {type(obj).__name__}")
+            sgd = _solvers.sgd
+        return sgd(
             obj,
             w0,
             tol=tol,
