@@ -195,3 +195,24 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     width = max(len(q) for q, _, _ in table) + 2
     for (quantity, dtype, data_set), value in sorted(table.items()):
         terminalreporter.write_line(f"{quantity:<{width}} {dtype:<9} {data_set:<24} {value:8.3g}")
+
+
+def _converter(name: str, dask_chunks: int) -> Any:
+    """A function that moves a NumPy array to the array library ``name`` (skips if absent)."""
+    if name == "torch":
+        return pytest.importorskip("torch").tensor
+    if name == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        return jax.numpy.asarray
+    if name == "dask":
+        da = pytest.importorskip("dask.array")
+        return lambda a: da.from_array(a, chunks=dask_chunks)
+    return pytest.importorskip(name).asarray
+
+
+@pytest.fixture
+def to_backend() -> Any:
+    """``to_backend(name, dask_chunks)``: a converter of NumPy arrays to that array library,
+    for tests that pick their own backends and Dask chunking."""
+    return _converter
