@@ -8,6 +8,7 @@ NumPy directly, so Dask arrays stay lazy and JAX functions stay jittable.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "Array",
     "array_namespace",
     "as_float_array",
+    "as_int",
     "cast_result",
     "check_same_shape",
     "check_temperature",
@@ -88,17 +90,19 @@ def as_float_array(x: Any, name: str) -> tuple[Any, Any]:
     return xp, x
 
 
+def as_int(value: Any, name: str, expected: str = "an int") -> int:
+    """``value`` as a Python int (anything with ``__index__``, not a bool), or a ``TypeError``."""
+    if isinstance(value, bool):  # True would silently mean 1
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+
+
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """``axis`` as a non-negative int, or a ``ValueError`` naming it."""
-    if isinstance(axis, bool):  # True would index axis 1
-        raise TypeError(f"{name} must be an int, got {axis!r}")
-    if not isinstance(axis, int):
-        try:
-            import operator
-
-            axis = operator.index(axis)
-        except TypeError:
-            raise TypeError(f"{name} must be an int, got {axis!r}") from None
+    axis = as_int(axis, name)
     if ndim == 0:
         raise ValueError(f"expected an array with at least one dimension, got a 0-d array ({name}={axis})")
     if not -ndim <= axis < ndim:

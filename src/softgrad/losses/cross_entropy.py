@@ -29,12 +29,11 @@ traceable for JAX).
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .._array import Array, as_float_array, compute_dtype, is_numpy_array, normalize_axis, store_out
+from .._array import Array, as_float_array, as_int, compute_dtype, is_numpy_array, normalize_axis, store_out
 from ..core import _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
 
@@ -126,13 +125,7 @@ def _check_options(label_smoothing: Any, reduction: Any, ignore_index: Any) -> t
         raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}") from None
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    try:
-        ignore = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
-    return eps, str(reduction), ignore
+    return eps, str(reduction), as_int(ignore_index, "ignore_index")
 
 
 def _check_target(

@@ -14,10 +14,9 @@ so the extra memory is that of one chunk's logits and their temporaries, O(chunk
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-from .._array import Array, compute_dtype, is_numpy_array
+from .._array import Array, as_int, compute_dtype, is_numpy_array
 from . import _dask
 from .cross_entropy import (
     _check_targets,
@@ -37,12 +36,7 @@ _DEFAULT_CHUNK_BYTES = 96 * 2**20  # one chunk's logits in the input dtype: big 
 def _check_chunk_size(chunk_size: Any, n_classes: int, itemsize: int) -> int:
     if chunk_size is None:
         return max(1, _DEFAULT_CHUNK_BYTES // max(1, n_classes * itemsize))
-    if isinstance(chunk_size, bool):
-        raise TypeError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}")
-    try:
-        chunk = operator.index(chunk_size)
-    except TypeError:
-        raise TypeError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}") from None
+    chunk = as_int(chunk_size, "chunk_size", "an int >= 1 or None")
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     return chunk
