@@ -143,6 +143,65 @@ def test_large_output_uses_streaming_stores(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_long_rows_stream_the_same_bits_as_plain_stores(dtype, temperature, monkeypatch):
+    """Long rows (one per group) are scaled in registers and streamed a 64-byte line at a time,
+    with plain stores for each row's unaligned head and tail: bit for bit what plain stores give,
+    and within the contract of the reference. Also the chunked path (rows longer than the work
+    buffer) and a special row."""
+    rng = np.random.default_rng(12)
+    n = _kernels._SMALL_GROUP + 27  # rows of odd length: every row starts at another offset
+    x = (rng.standard_normal((70, n)) * 4).astype(dtype)
+    x[3, 5] = INF
+    x[4, :100] = -INF
+    assert x.nbytes >= _kernels._NT_MIN_BYTES
+    for group in (_kernels.GROUP, 5000):
+        monkeypatch.setattr(_kernels, "GROUP", group)
+        for fn in (sg.softmax, sg.log_softmax):
+            streamed = fn(x, temperature=temperature)
+            with monkeypatch.context() as m:
+                m.setattr(_kernels, "_NT_MIN_BYTES", 1 << 62)
+                plain = fn(x, temperature=temperature)
+            np.testing.assert_array_equal(streamed, plain)
+            assert ulps(streamed, reference(fn, x, temperature=temperature)) <= TOL[dtype], fn.__name__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [300, 1001, _kernels._SMALL_GROUP + 27])
+def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch):
+    """Rows of a streamed output (4 MiB and more) go straight to it, a 64-byte line at a time,
+    from _LINE_ROWS entries on; each row starts at another offset (odd lengths). softmax,
+    log_softmax and the cross-entropy gradient (its entries at the target and at the top patched
+    after the lines, with and without class weights, smoothing and ignored rows) hold the same
+    bits as with plain stores."""
+    rng = np.random.default_rng(13)
+    rows = -(-(_kernels._NT_MIN_BYTES + 4096) // (n * np.dtype(dtype).itemsize))
+    x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
+    x[1, 7] = INF
+    x[2] = -INF
+    x[3, 0] = NAN
+    y = rng.integers(0, n, rows)
+    y[4] = -100
+    w = rng.random(n) + 0.5
+
+    def run():
+        out = [sg.softmax(x), sg.log_softmax(x)]
+        for kw in ({}, {"weight": w}, {"label_smoothing": 0.1, "reduction": "sum"}):
+            out += list(sg.cross_entropy_value_and_grad(x, y, **kw))
+        return out
+
+    streamed = run()
+    monkeypatch.setattr(_kernels, "_NT_MIN_BYTES", 1 << 62)
+    for a, b in zip(streamed, run(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ulps(streamed[0], reference(sg.softmax, x)) <= TOL[dtype]
+    grad = streamed[3]
+    with sg.config.kernels(False):
+        ref = sg.cross_entropy_grad(x, y)
+    np.testing.assert_allclose(grad, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_other_axes_and_non_contiguous_input(dtype, spy):
     rng = np.random.default_rng(5)
     x3 = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
@@ -481,3 +540,20 @@ def test_bench_bad_options(capsys):
     assert main(["bench", "--quick", "--only", "nonsense"]) == 2
     assert "unknown function 'nonsense'" in capsys.readouterr().err
     assert main(["bench", "--quick", "--repeat", "0"]) == 2
+
+
+def test_cached_kernels_go_stale_when_either_kernel_file_changes():
+    """Numba stamps a cached function with its own file only; the kernels call intrinsics from
+    _fastexp.py, so their stamp covers both files (an edit there must recompile them)."""
+    import hashlib
+
+    from softgrad.core import _fastexp
+
+    locator = _kernels._softmax_2d._cache._impl.locator
+    assert isinstance(locator, _fastexp._KernelSourcesLocator)
+    digest = hashlib.sha256()
+    for path in _fastexp._KERNEL_SOURCES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    assert locator.get_source_stamp() == digest.hexdigest()
+    assert {os.path.basename(p) for p in _fastexp._KERNEL_SOURCES} == {"_fastexp.py", "_kernels.py"}

@@ -33,6 +33,8 @@ one).
 
 from __future__ import annotations
 
+import hashlib
+import os
 from typing import Any
 
 import numba
@@ -52,11 +54,71 @@ __all__ = [
     "f2i",
     "fma",
     "i2f",
+    "nt_affine_line",
     "nt_line",
+    "nt_logp_line",
+    "nt_scale_line",
     "prefetch",
     "sfence",
     "wide",
 ]
+
+# ---------------------------------------------------------------------------------------------
+# The disk cache: one stamp for all kernel sources.
+
+_KERNEL_SOURCES = tuple(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("_fastexp.py", "_kernels.py")
+)
+
+
+class _KernelSourcesLocator:
+    """Numba cache locator for the kernel modules: a cached function is stale when *either*
+    kernel file changes, not only its own (Numba hashes only the defining file, so an edit to an
+    intrinsic here would otherwise leave every cached kernel of _kernels.py in use). Everything
+    else is delegated to the locator Numba would have picked."""
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def get_source_stamp(self) -> str:
+        digest = hashlib.sha256()
+        for path in _KERNEL_SOURCES:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        return digest.hexdigest()
+
+    @classmethod
+    def from_function(cls, py_func: Any, py_file: str) -> Any:
+        if os.path.abspath(py_file) not in _KERNEL_SOURCES:
+            return None
+        for base_cls in _DEFAULT_LOCATORS:
+            base = base_cls.from_function(py_func, py_file)
+            if base is not None:
+                return cls(base)
+        return None
+
+
+def _install_locator() -> None:
+    # Private Numba API (guarded): without it, caching works as Numba's default.
+    try:
+        from numba.core import caching
+
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # type: ignore[attr-defined]
+        classes = impl._locator_classes
+    except (ImportError, AttributeError):  # pragma: no cover - another Numba
+        return
+    if _KernelSourcesLocator not in classes:
+        global _DEFAULT_LOCATORS
+        _DEFAULT_LOCATORS = tuple(classes)
+        classes.insert(0, _KernelSourcesLocator)
+
+
+_DEFAULT_LOCATORS: tuple[Any, ...] = ()
+_install_locator()
+
 
 # ---------------------------------------------------------------------------------------------
 # Intrinsics: FMA, bit casts, non-temporal stores.
@@ -109,6 +171,34 @@ def _i2f_typer(typingctx: Any, k: Any) -> Any:
 i2f: Any = intrinsic(_i2f_typer)
 
 
+def _splat(builder: Any, value: Any, lanes: int) -> Any:
+    """A vector of ``lanes`` copies of the scalar ``value``."""
+    vty = ir.VectorType(value.type, lanes)
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
+    zeros = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), zeros)
+
+
+def _line_pointers(context: Any, builder: Any, signature: Any, args: Any, lanes: int) -> Any:
+    """``(&src[si] as <lanes x src dtype>*, &dst[i] as <lanes x dst dtype>*)`` for the line intrinsics."""
+    dst_t, idx_t, src_t, sidx_t = signature.args[:4]
+    d = context.make_array(dst_t)(context, builder, args[0])
+    s = context.make_array(src_t)(context, builder, args[2])
+    i = context.cast(builder, args[1], idx_t, types.intp)
+    si = context.cast(builder, args[3], sidx_t, types.intp)
+    svty = ir.VectorType(context.get_value_type(src_t.dtype), lanes)
+    dvty = ir.VectorType(context.get_value_type(dst_t.dtype), lanes)
+    sptr = builder.bitcast(builder.gep(s.data, [si]), svty.as_pointer())
+    dptr = builder.bitcast(builder.gep(d.data, [i]), dvty.as_pointer())
+    return sptr, dptr
+
+
+def _store_nt(builder: Any, value: Any, ptr: Any) -> None:
+    store = builder.store(value, ptr, align=64)
+    store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
 def _nt_line_typer(typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any) -> Any:
     """``dst[i:i+L] = src[si:si+L]`` for one 64-byte line (L = 16 float32 or 8 float64), with a
     non-temporal store that bypasses the caches (no read-for-ownership of ``dst``).
@@ -124,24 +214,114 @@ def _nt_line_typer(typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any) -> A
     sig = types.void(dst, idx, src, sidx)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        dst_t, idx_t, src_t, sidx_t = signature.args
-        d = context.make_array(dst_t)(context, builder, args[0])
-        s = context.make_array(src_t)(context, builder, args[2])
-        i = context.cast(builder, args[1], idx_t, types.intp)
-        si = context.cast(builder, args[3], sidx_t, types.intp)
-        elem = context.get_value_type(dst_t.dtype)
-        vty = ir.VectorType(elem, lanes)
-        sptr = builder.bitcast(builder.gep(s.data, [si]), vty.as_pointer())
-        dptr = builder.bitcast(builder.gep(d.data, [i]), vty.as_pointer())
-        value = builder.load(sptr, align=context.get_abi_sizeof(elem))
-        store = builder.store(value, dptr, align=64)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+        _store_nt(builder, builder.load(sptr, align=64 // lanes), dptr)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 nt_line: Any = intrinsic(_nt_line_typer)
+
+
+def _nt_scale_line_typer(
+    typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, hi: Any, lo: Any
+) -> Any:
+    """One 64-byte line of ``dst[i + k] = src[si + k] * (hi + lo)``, stored non-temporally.
+
+    ``src`` float64. float32 ``dst`` (16 lanes): ``float32(src * hi)``, rounded once, as
+    ``scale_sweep`` computes it (``lo`` unused). float64 ``dst`` (8 lanes):
+    ``fma(src, hi, src * lo)``. Same alignment and bounds contract as :func:`nt_line`.
+    """
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+        return None
+    if src.dtype != types.float64 or dst.dtype not in (types.float32, types.float64):
+        return None
+    if hi != types.float64 or lo != types.float64:
+        return None
+    lanes = 16 if dst.dtype == types.float32 else 8
+    sig = types.void(dst, idx, src, sidx, hi, lo)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+        v = builder.load(sptr, align=8)
+        h = _splat(builder, args[4], lanes)
+        if lanes == 16:
+            y = builder.fptrunc(builder.fmul(v, h), ir.VectorType(ir.FloatType(), lanes))
+        else:
+            vty = v.type
+            fnty = ir.FunctionType(vty, [vty, vty, vty])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v8f64")
+            y = builder.call(fn, [v, h, builder.fmul(v, _splat(builder, args[5], lanes))])
+        _store_nt(builder, y, dptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+nt_scale_line: Any = intrinsic(_nt_scale_line_typer)
+
+
+def _nt_affine_line_typer(
+    typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, a: Any, b: Any
+) -> Any:
+    """One 64-byte line of ``dst[i + k] = src[si + k] * a - b``: float64 arithmetic (a product,
+    then a difference: no FMA, as the scalar loop computes it), rounded once to ``dst``'s dtype
+    and stored non-temporally. ``src`` float64. Same contract as :func:`nt_line`."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+        return None
+    if src.dtype != types.float64 or dst.dtype not in (types.float32, types.float64):
+        return None
+    if a != types.float64 or b != types.float64:
+        return None
+    lanes = 16 if dst.dtype == types.float32 else 8
+    sig = types.void(dst, idx, src, sidx, a, b)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+        v = builder.load(sptr, align=8)
+        y = builder.fsub(builder.fmul(v, _splat(builder, args[4], lanes)), _splat(builder, args[5], lanes))
+        if lanes == 16:
+            y = builder.fptrunc(y, ir.VectorType(ir.FloatType(), lanes))
+        _store_nt(builder, y, dptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+nt_affine_line: Any = intrinsic(_nt_affine_line_typer)
+
+
+def _nt_logp_line_typer(
+    typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, m: Any, invt: Any, shift: Any
+) -> Any:
+    """One 64-byte line (16 float32) of ``dst[i + k] = float32((src[si + k] - m) * invt - shift)``,
+    the arithmetic in float64 (``src`` float32, so ``src - m`` is exact there), stored
+    non-temporally. Same alignment and bounds contract as :func:`nt_line`.
+    """
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+        return None
+    if src.dtype != types.float32 or dst.dtype != types.float32:
+        return None
+    if not (m == invt == shift == types.float64):
+        return None
+    sig = types.void(dst, idx, src, sidx, m, invt, shift)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        lanes = 16
+        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+        wide_t = ir.VectorType(ir.DoubleType(), lanes)
+        v = builder.fpext(builder.load(sptr, align=4), wide_t)
+        d = builder.fmul(builder.fsub(v, _splat(builder, args[4], lanes)), _splat(builder, args[5], lanes))
+        y = builder.fsub(d, _splat(builder, args[6], lanes))
+        y = builder.fptrunc(y, ir.VectorType(ir.FloatType(), lanes))
+        _store_nt(builder, y, dptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+nt_logp_line: Any = intrinsic(_nt_logp_line_typer)
 
 
 def _prefetch_typer(typingctx: Any, arr: Any, idx: Any) -> Any:
@@ -416,7 +596,8 @@ def exp_lowp(d: float) -> float:  # pragma: no cover - jitted
     t = fma(d, _LOG2E_64, _MAGIC_64)
     kf = t - _MAGIC_64
     k = f2i(t) - _MAGIC_BITS_64
-    r = fma(kf, -_C2_64, fma(kf, -_C1_64, d))
+    # One FMA: the reduction's error, |kf| * (ln 2 - C1) <= 2**-45, is far below the bound.
+    r = fma(kf, -_C1_64, d)
     q = fma(_QL[5], r, _QL[4])
     q = fma(q, r, _QL[3])
     q = fma(q, r, _QL[2])

@@ -46,7 +46,22 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from ._fastexp import exp_core, exp_fast, exp_full, exp_lowp, f2i, fma, i2f, nt_line, prefetch, sfence, wide
+from ._fastexp import (
+    exp_core,
+    exp_fast,
+    exp_full,
+    exp_lowp,
+    f2i,
+    fma,
+    i2f,
+    nt_affine_line,
+    nt_line,
+    nt_logp_line,
+    nt_scale_line,
+    prefetch,
+    sfence,
+    wide,
+)
 
 __all__ = [
     "GROUP",
@@ -62,6 +77,9 @@ __all__ = [
 GROUP = 1 << 20
 _SMALL_GROUP = 1 << 14  # short rows are grouped up to this many elements (stage stays in L2)
 _CHUNK = 2048  # stage of a long row: scaled results pass through it on their way out (L1)
+# Streamed rows at least this long are written row by row (full 64-byte lines computed in
+# registers, plain stores only for the partial lines where rows meet) instead of gathered first.
+_LINE_ROWS = 256
 _BLOCK = 256  # summation block for the small parts (reassociated inside, compensated across)
 
 # The row-level functions never allocate (scratch comes from the caller), so they are compiled
@@ -85,16 +103,15 @@ def _stats32(x: Any) -> Any:
     wide()
     mx = np.int32(-2147483648)
     mn = np.int32(2147483647)
-    ab = np.int32(0)
     for j in range(x.shape[0]):
         b = f2i(x[j])
         key = np.int32(b ^ ((b >> 31) & 0x7FFFFFFF))  # float order == integer order
         mx = max(mx, key)
         mn = min(mn, key)
-        ab = max(ab, np.int32(b & 0x7FFFFFFF))
     m = i2f(np.int32(mx ^ ((mx >> 31) & 0x7FFFFFFF)))
     least = i2f(np.int32(mn ^ ((mn >> 31) & 0x7FFFFFFF)))
-    return m, least, ab > 0x7F800000
+    # NaNs sort beyond the infinities: +NaN keys above +inf's, -NaN keys below -inf's.
+    return m, least, (mx > 0x7F800000) or (mn < -0x7F800001)
 
 
 def _stats64(x: Any) -> Any:
@@ -102,16 +119,14 @@ def _stats64(x: Any) -> Any:
     mask = np.int64(0x7FFFFFFFFFFFFFFF)
     mx = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
     mn = np.int64(0x7FFFFFFFFFFFFFFF)
-    ab = np.int64(0)
     for j in range(x.shape[0]):
         b = f2i(x[j])
         key = b ^ ((b >> 63) & mask)
         mx = max(mx, key)
         mn = min(mn, key)
-        ab = max(ab, b & mask)
     m = i2f(mx ^ ((mx >> 63) & mask))
     least = i2f(mn ^ ((mn >> 63) & mask))
-    return m, least, ab > np.int64(0x7FF0000000000000)
+    return m, least, (mx > np.int64(0x7FF0000000000000)) or (mn < np.int64(-0x7FF0000000000001))
 
 
 @overload(row_stats, jit_options={"fastmath": False})
@@ -437,6 +452,12 @@ def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
 
 
 @_strict
+def _head(out: Any) -> int:  # pragma: no cover - jitted
+    """Entries of ``out`` before its first 64-byte boundary (all of them if it has none)."""
+    return min(((64 - (out.ctypes.data & 63)) & 63) // out.itemsize, out.shape[0])
+
+
+@_strict
 def _stream(out: Any, buf: Any, nt: bool) -> None:  # pragma: no cover - jitted
     """``out[:] = buf[:len(out)]``; non-temporal stores for the 64-byte-aligned middle.
 
@@ -453,7 +474,7 @@ def _stream(out: Any, buf: Any, nt: bool) -> None:  # pragma: no cover - jitted
             out[j] = buf[j]
         return
     lanes = 64 // out.itemsize
-    head = min(((64 - (out.ctypes.data & 63)) & 63) // out.itemsize, n)
+    head = _head(out)
     for j in range(head):
         out[j] = buf[j]
     j = head
@@ -563,16 +584,23 @@ def _total_rest(x: Any, work: Any, m: Any, t: float, fast: bool, pf: Any) -> Any
 
 
 @_strict
-def _scale_out(work: Any, out: Any, stage: Any, total: float, nt: bool) -> None:  # pragma: no cover
-    """``out = work / total`` through ``stage`` (a small buffer that stays in L1), streamed."""
+def _scale_out(work: Any, out: Any, total: float, nt: bool) -> None:  # pragma: no cover - jitted
+    """``out = work / total``, rounded once (as :func:`scale_sweep`); with ``nt``, the aligned
+    middle is scaled in registers and stored non-temporally, a 64-byte line at a time."""
     wide()
     n = out.shape[0]
-    step = stage.shape[0]
-    for lo in range(0, n, step):
-        hi = min(lo + step, n)
-        st = stage[: hi - lo]
-        scale_sweep(work[lo:hi], st, total)
-        _stream(out[lo:hi], st, nt)
+    if not nt:
+        scale_sweep(work[:n], out, total)
+        return
+    hi = 1.0 / total
+    lo = fma(-hi, total, 1.0) / total
+    lanes = 64 // out.itemsize
+    j = _head(out)
+    scale_sweep(work[:j], out[:j], total)
+    while j + lanes <= n:
+        nt_scale_line(out, j, work, j, hi, lo)
+        j += lanes
+    scale_sweep(work[j:n], out[j:], total)
 
 
 @_strict
@@ -595,7 +623,7 @@ def _softmax_row(
         sh, sl, comp = exp_sum(x, work, m, t, fast, c, (0.0, 0.0, 0.0), pf)
         total = sh + (sl + comp)
         if direct:
-            _scale_out(work[:n], out, stage, total, nt)
+            _scale_out(work[:n], out, total, nt)
         else:
             scale_sweep(work[:n], stage[:n], total)
         return
@@ -606,7 +634,7 @@ def _softmax_row(
     for lo in range(0, n, cap):  # exp again rather than a second pass over memory
         hi = min(lo + cap, n)
         exp_sum(x[lo:hi], work, m, t, fast, c, (0.0, 0.0, 0.0), pf[lo:hi] if pf.shape[0] else pf)
-        _scale_out(work[: hi - lo], out[lo:hi], stage, total, nt)
+        _scale_out(work[: hi - lo], out[lo:hi], total, nt)
 
 
 @_strict
@@ -624,12 +652,10 @@ def _log_softmax_row(
     if not direct:
         logp_sweep(x, stage[:n], m, t, shift)
         return
-    step = stage.shape[0]
-    for lo in range(0, n, step):
-        hi = min(lo + step, n)
-        st = stage[: hi - lo]
-        logp_sweep(x[lo:hi], st, m, t, shift)
-        _stream(out[lo:hi], st, nt)
+    if nt:
+        logp_stream(x, out, stage, m, t, shift)
+    else:
+        logp_sweep(x, out, m, t, shift)
 
 
 @_strict
@@ -639,6 +665,45 @@ def _logsumexp_row(x: Any, work: Any) -> float:  # pragma: no cover - jitted
     if kind >= 0:
         return _special_row(x, work, kind, 2)
     return np.float64(m) + _normalizer(x, work, m, 1.0, fast, x[:0])
+
+
+def logp_stream(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:  # pragma: no cover
+    """``out[j] = (x[j] - m) / t - shift`` as :func:`logp_sweep`, stored non-temporally."""
+    raise NotImplementedError
+
+
+def _logp_stream32(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
+    # The aligned middle is computed in registers and streamed, a 64-byte line at a time.
+    wide()
+    n = x.shape[0]
+    m64 = np.float64(m)
+    invt = 1.0 / t  # exactly 1 when t == 1: the same roundings as logp_sweep
+    j = _head(out)
+    logp_sweep(x[:j], out[:j], m, t, shift)
+    while j + 16 <= n:
+        nt_logp_line(out, j, x, j, m64, invt, shift)
+        j += 16
+    logp_sweep(x[j:], out[j:], m, t, shift)
+
+
+def _logp_stream64(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
+    wide()
+    n = x.shape[0]
+    step = stage.shape[0]
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        st = stage[: hi - lo]
+        logp_sweep(x[lo:hi], st, m, t, shift)
+        _stream(out[lo:hi], st, True)
+
+
+@overload(logp_stream, jit_options={"fastmath": False})
+def _logp_stream_ol(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
+    if x.dtype == types.float32:
+        return _logp_stream32
+    if x.dtype == types.float64:
+        return _logp_stream64
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,7 +718,7 @@ def _softmax_group(
     Several short rows: gathered in ``stage``, then streamed out at once."""
     wide()
     n = x.shape[1]
-    direct = n > stage.shape[0] or n > work.shape[0]  # see _layout: long rows, small stage
+    direct = n > stage.shape[0] or n > work.shape[0] or (nt and n >= _LINE_ROWS)  # see _layout
     per = r1 - r0
     for r in range(r0, r1):
         st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
@@ -967,13 +1032,42 @@ def _ce_special(
 
 
 @_strict
+def _ce_patched(
+    work: Any, out: Any, lo: int, w: Any, pa: float, qb: float, y: int, gy: float, k: int, gk: float
+) -> None:  # pragma: no cover - jitted
+    """``out[j - lo] = pa * work[j - lo] - qb`` with plain stores, entries ``y`` and ``k``
+    (offsets from ``lo``) replaced by ``gy`` and ``gk`` (no class weights)."""
+    wide()
+    ce_grad_sweep(work, out, w, False, pa, qb)
+    n = out.shape[0]
+    if lo <= y < lo + n:
+        out[y - lo] = gy
+    if lo <= k < lo + n:
+        out[k - lo] = gk
+
+
+@_strict
 def _ce_out(
     work: Any, out: Any, stage: Any, w: Any, has_w: bool, pa: float, qb: float,
     y: int, gy: float, k: int, gk: float, nt: bool,
 ) -> None:  # pragma: no cover - jitted
-    """A long row's gradient straight into ``out``, through ``stage`` in chunks."""
+    """A row's gradient straight into ``out``: through ``stage`` in chunks, or (``nt`` and no
+    class weights) computed a 64-byte line at a time in registers and streamed, the lines
+    holding ``y`` or ``k`` (patched afterwards) with plain stores."""
     wide()
     n = out.shape[0]
+    if nt and not has_w:
+        lanes = 64 // out.itemsize
+        j = _head(out)
+        _ce_patched(work[:j], out[:j], 0, w, pa, qb, y, gy, k, gk)
+        while j + lanes <= n:
+            if j <= y < j + lanes or j <= k < j + lanes:
+                _ce_patched(work[j : j + lanes], out[j : j + lanes], j, w, pa, qb, y, gy, k, gk)
+            else:
+                nt_affine_line(out, j, work, j, pa, qb)
+            j += lanes
+        _ce_patched(work[j:n], out[j:], j, w, pa, qb, y, gy, k, gk)
+        return
     step = stage.shape[0]
     for lo in range(0, n, step):
         hi = min(lo + step, n)
@@ -1042,7 +1136,7 @@ def _ce_group(
 ) -> None:  # pragma: no cover - jitted
     wide()
     n = x.shape[1]
-    direct = n > stage.shape[0] or n > work.shape[0]  # see _layout
+    direct = n > stage.shape[0] or n > work.shape[0] or (nt and n >= _LINE_ROWS)  # see _layout
     for r in range(r0, r1):
         st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
         yr = y[r]
@@ -1155,8 +1249,9 @@ def _layout(rows: int, n: int, nthreads: int) -> tuple[int, int, int]:
     """``(rows per group, work length, stage length)`` for rows of length ``n``.
 
     Short rows are grouped (at least two groups per thread) and their results gathered in a
-    stage of ``per * n`` entries; long rows (``n >= _SMALL_GROUP``) go one by one, straight to
-    the output through a stage of ``_CHUNK`` entries that stays in L1.
+    stage of ``per * n`` entries (streamed rows of ``_LINE_ROWS`` or more go straight to the
+    output instead); long rows (``n >= _SMALL_GROUP``) go one by one, straight to the output
+    (through a stage of ``_CHUNK`` entries that stays in L1 where a result needs one).
     """
     work = min(n, GROUP)
     if n >= _SMALL_GROUP or n > work:
