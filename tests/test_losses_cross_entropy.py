@@ -421,3 +421,50 @@ def test_regression_nan_logit_gives_nan_gradient_not_zero(kernels, dtype):
     assert np.isnan(loss[0]) and np.all(np.isnan(grad[0]))
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(xt.grad.numpy()))
     np.testing.assert_allclose(grad[1], xt.grad.numpy()[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_grad_out_is_written_and_returned(dtype, kind, kernel_path):
+    """``grad_out=`` / ``out=`` hold exactly the gradient the allocating call returns (torch's,
+    checked above), on both paths: last and middle class axes, in place over the logits, an
+    ``out`` that overlaps the logits only partly, and every reduction."""
+    rng = np.random.default_rng(31)
+    x = (rng.normal(size=(40, C)) * 3).astype(dtype)
+    y = rng.integers(0, C, 40) if kind == "index" else rng.dirichlet(np.ones(C), 40).astype(dtype)
+    for reduction in ("mean", "sum", "none"):
+        loss, grad = sg.cross_entropy_value_and_grad(x, y, reduction=reduction)
+        out = np.full_like(x, np.nan)
+        loss2, got = sg.cross_entropy_value_and_grad(x, y, reduction=reduction, grad_out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, grad)
+        np.testing.assert_array_equal(loss2, loss)
+        out2 = np.full_like(x, np.nan)
+        assert sg.cross_entropy_grad(x, y, reduction=reduction, out=out2) is out2
+        np.testing.assert_array_equal(out2, grad)
+    grad = sg.cross_entropy_grad(x, y)
+    inplace = x.copy()
+    assert sg.cross_entropy_grad(inplace, y, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, grad)
+    buf = np.concatenate([x, x[:1]])  # out is the logits shifted by one row: it must not race
+    logits, shifted = buf[:-1], buf[1:]
+    assert sg.cross_entropy_grad(logits, y, out=shifted) is shifted
+    np.testing.assert_array_equal(shifted, grad)
+    x3 = np.moveaxis(x.reshape(8, 5, C), 2, 1)  # classes on axis 1
+    y3 = y.reshape(8, 5) if kind == "index" else np.moveaxis(y.reshape(8, 5, C), 2, 1)
+    out3 = np.empty_like(x3)
+    assert sg.cross_entropy_grad(x3, y3, axis=1, out=out3) is out3
+    np.testing.assert_array_equal(out3, sg.cross_entropy_grad(x3, y3, axis=1))
+
+
+def test_grad_out_rejects_the_wrong_array():
+    x = np.zeros((3, C), np.float32)
+    y = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(3, 5\) and dtype float32"):
+        sg.cross_entropy_value_and_grad(x, y, grad_out=np.zeros((3, C)))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 5\)"):
+        sg.cross_entropy_grad(x, y, out=np.zeros((3, C + 1), np.float32))
+    with pytest.raises(TypeError, match="grad_out= is supported for NumPy arrays only, got Tensor"):
+        sg.cross_entropy_value_and_grad(x, y, grad_out=torch.zeros(3, C))
+    with pytest.raises(TypeError, match="out= is supported for NumPy arrays only, got ndarray"):
+        sg.cross_entropy_grad(torch.zeros(3, C), torch.tensor(y), out=np.zeros((3, C), np.float32))

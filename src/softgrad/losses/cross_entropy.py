@@ -467,13 +467,46 @@ def _loss_grad_rows(
     return loss_rows, grad
 
 
-def _value_and_grad(p: _Problem, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+def _check_grad_out(p: _Problem, out: Any, name: str) -> None:
+    """The gradient's ``out=`` array: NumPy, of the logits' shape and the gradient's dtype."""
+    import numpy as np
+
+    if not isinstance(out, np.ndarray) or not is_numpy_array(p.x):
+        raise TypeError(f"{name}= is supported for NumPy arrays only, got {type(out).__name__}")
+    shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
+    dtype = np.dtype(p.out_dtype)
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} and {out.dtype}")
+
+
+def _rows_view(p: _Problem, out: Any) -> Any:
+    """``out`` as the (R, C) array the row step may write into directly, or None.
+
+    Directly when the classes are the last axis of a C-contiguous ``out`` of the logits' dtype
+    that is either the logits themselves (every row is read before it is overwritten) or
+    does not overlap them.
+    """
+    import numpy as np
+
+    if out is None or p.axis != out.ndim - 1 or not out.flags.c_contiguous or out.dtype != p.x.dtype:
+        return None
+    rows = out.reshape(p.x.shape)
+    same = rows.ctypes.data == p.x.ctypes.data and rows.strides == p.x.strides
+    return rows if same or not np.shares_memory(rows, p.x) else None
+
+
+def _value_and_grad(p: _Problem, want_loss: bool, want_grad: bool, grad_out: Any = None) -> tuple[Any, Any]:
     scales = _scales(p)
+    direct = _rows_view(p, grad_out) if want_grad else None
     loss_rows, grad = _loss_grad_rows(
-        p.xp, p.x, p.target, p.sw, scales.row, p.opts, p.cd, want_loss, want_grad
+        p.xp, p.x, p.target, p.sw, scales.row, p.opts, p.cd, want_loss, want_grad, direct
     )
     loss = _reduce(p, loss_rows, scales) if want_loss else None
-    return loss, (_restore(p, grad) if want_grad else None)
+    if not want_grad:
+        return loss, None
+    if direct is not None:
+        return loss, grad_out
+    return loss, store_out(_restore(p, grad), grad_out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,6 +608,7 @@ def cross_entropy_grad(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     sample_weight: Array | None = None,
+    out: Array | None = None,
 ) -> Array:
     r"""Gradient of :func:`cross_entropy` with respect to the logits.
 
@@ -592,11 +626,17 @@ def cross_entropy_grad(
 
     Parameters
     ----------%s
+    out : numpy.ndarray, optional
+        Where to write the gradient (NumPy only): the shape of ``logits``, its float dtype. It
+        may be ``logits`` itself (overwritten in place). Saves allocating (and, for large
+        arrays, page-faulting) a new array on every call.
+
     Returns
     -------
     array
-        The shape, array library and dtype of ``logits``. Ignored rows and rows whose logits are
-        all ``-inf`` get 0; a row holding a NaN logit gets NaN (as its loss, and as PyTorch).
+        The shape, array library and dtype of ``logits`` (``out`` when given). Ignored rows and
+        rows whose logits are all ``-inf`` get 0; a row holding a NaN logit gets NaN (as its
+        loss, and as PyTorch).
 
     Examples
     --------
@@ -609,7 +649,9 @@ def cross_entropy_grad(
     -6.1834...e-09
     """
     p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
-    return _value_and_grad(p, False, True)[1]
+    if out is not None:
+        _check_grad_out(p, out, "out")
+    return _value_and_grad(p, False, True, out)[1]
 
 
 def cross_entropy_value_and_grad(
@@ -623,6 +665,7 @@ def cross_entropy_value_and_grad(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
     sample_weight: Array | None = None,
+    grad_out: Array | None = None,
 ) -> tuple[Array, Array]:
     r""":func:`cross_entropy` and :func:`cross_entropy_grad` from one pass over the logits.
 
@@ -634,10 +677,16 @@ def cross_entropy_value_and_grad(
 
     Parameters
     ----------%s
+    grad_out : numpy.ndarray, optional
+        Where to write the gradient, as ``out=`` of :func:`cross_entropy_grad` (NumPy only; may
+        be ``logits`` itself). A training loop that reuses one buffer reads the logits once and
+        writes the gradient once per step, with no allocation.
+
     Returns
     -------
     (loss, grad)
-        As returned by :func:`cross_entropy` and :func:`cross_entropy_grad`.
+        As returned by :func:`cross_entropy` and :func:`cross_entropy_grad`; ``grad`` is
+        ``grad_out`` when given.
 
     Examples
     --------
@@ -652,7 +701,9 @@ def cross_entropy_value_and_grad(
            [ 0.11116562, -0.17859098,  0.06742536]])
     """
     p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
-    return _value_and_grad(p, True, True)  # type: ignore[return-value]
+    if grad_out is not None:
+        _check_grad_out(p, grad_out, "grad_out")
+    return _value_and_grad(p, True, True, grad_out)  # type: ignore[return-value]
 
 
 def cross_entropy_hvp(
