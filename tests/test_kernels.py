@@ -169,11 +169,11 @@ def test_long_rows_stream_the_same_bits_as_plain_stores(dtype, temperature, monk
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [300, 1001, _kernels._SMALL_GROUP + 27])
 def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch):
-    """Rows of a streamed output (4 MiB and more) go straight to it, a 64-byte line at a time,
-    from _LINE_ROWS entries on; each row starts at another offset (odd lengths). softmax,
-    log_softmax and the cross-entropy gradient (its entries at the target and at the top patched
-    after the lines, with and without class weights, smoothing and ignored rows) hold the same
-    bits as with plain stores."""
+    """Rows of a streamed output (4 MiB and more): softmax and log_softmax rows of _LINE_ROWS
+    entries and more go straight to it, a 64-byte line at a time, each row at another offset
+    (odd lengths); long cross-entropy rows too, their entries at the target and at the top
+    patched after the lines (short ones are gathered first). With and without class weights,
+    smoothing and ignored rows, all hold the same bits as with plain stores."""
     rng = np.random.default_rng(13)
     rows = -(-(_kernels._NT_MIN_BYTES + 4096) // (n * np.dtype(dtype).itemsize))
     x = (rng.standard_normal((rows, n)) * 4).astype(dtype)

@@ -1107,9 +1107,12 @@ def _ce_row(
             loss -= ceps * _logp_weighted_sum(x, w, has_w, m, shift)
     if want_grad:
         gy = rs * (a * work[y] / total - _ce_q(y, y, w, has_w, wy, eps, ceps))
-        ties, k = _top(x, m)
+        # p_k - 1 from the mass off the top, not by cancellation, where it matters: p_k > 1/2
+        # (rest < 1, which also makes the maximum unique; rest counts every extra tie as 1).
+        # Below that, a p_k - q_k keeps its digits, and the extra pass over x is saved.
+        ties, k = _top(x, m) if rest < 1.0 else (0, y)
         gk = 0.0
-        if ties == 1:  # p_k - 1 from the mass off the top, not by cancellation
+        if ties == 1:
             w_off = _sum_except(w, k) if has_w else n - 1.0
             q_off = ceps * w_off + ((1.0 - eps) * wy if k != y else 0.0)
             gk = rs * (q_off - a * (rest / total))
@@ -1136,7 +1139,9 @@ def _ce_group(
 ) -> None:  # pragma: no cover - jitted
     wide()
     n = x.shape[1]
-    direct = n > stage.shape[0] or n > work.shape[0] or (nt and n >= _LINE_ROWS)  # see _layout
+    # Short rows stay gathered even when streamed: the two patched entries per row made writing
+    # them row by row slower here (measured), unlike softmax.
+    direct = n > stage.shape[0] or n > work.shape[0]  # see _layout
     for r in range(r0, r1):
         st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
         yr = y[r]

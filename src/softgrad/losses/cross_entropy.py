@@ -623,6 +623,7 @@ def cross_entropy_grad(
     :math:`\sum_{j \ne k} q_j - a \sum_{j \ne k} p_j` instead of ``a p_k - q_k``: for confident
     predictions ``p_y -> 1`` and ``p_y - 1`` would lose every digit, while this keeps a few ULP
     (float32 logits ``[20, 0, 0, 0]``, target 0: entry 0 is ``-3 e^{-20} / (1 + 3 e^{-20})``).
+    The fused CPU kernel does so where it matters, when ``p_k > 1/2``.
 
     Parameters
     ----------%s
