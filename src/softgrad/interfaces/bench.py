@@ -2,7 +2,9 @@
 
 Every implementation runs in this one process on the same arrays, timed as the median of
 ``repeat`` runs after one warm-up, with ``np.copyto`` of the input as the bandwidth floor (one
-read and one write of the data). For each shape and function the table gives the time, the
+read and one write of the data). The runs go round-robin (each round calls every
+implementation of a function once, ``np.copyto`` included), so that a slow phase of a shared
+machine lands on all of them and the ratios hold. For each shape and function the table gives the time, the
 bytes moved per second (the function's compulsory traffic: inputs read once, outputs written
 once), the share of ``np.copyto``'s bandwidth, and the time relative to softgrad. PyTorch and
 JAX run when installed. ``linear_cross_entropy`` is measured against PyTorch's unfused
@@ -68,14 +70,31 @@ class Result:
     times_ms: list[float] = field(default_factory=list)
 
 
-def _median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
-    fn()  # warm-up: compilation, caches, page faults of first allocations
-    times = []
+def _round_robin_ms(
+    impls: dict[str, Callable[[], Any]], repeat: int, log: Callable[[str], None], label: str
+) -> dict[str, list[float]]:
+    """Times of ``repeat`` rounds, each calling every implementation once in turn.
+
+    On a shared machine whose speed drifts over seconds (other tenants' memory traffic), timing
+    one implementation's runs back to back puts the slow phases on whoever runs then; taking
+    turns spreads them over all, so the ratios of the medians hold. An implementation that
+    fails its warm-up call is reported and left out.
+    """
+    ready: dict[str, Callable[[], Any]] = {}
+    for name, fn in impls.items():
+        try:
+            fn()  # warm-up: compilation, caches, page faults of first allocations
+        except Exception as exc:  # a peer that cannot run this case: say so, go on
+            log(f"  {label} {name}: skipped ({type(exc).__name__}: {exc})")
+            continue
+        ready[name] = fn
+    times: dict[str, list[float]] = {name: [] for name in ready}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), times
+        for name, fn in ready.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def _optional(name: str) -> Any:
@@ -260,24 +279,16 @@ def _traffic_bytes(fn: str, x: np.ndarray) -> int:
 # --- the benchmark -----------------------------------------------------------------------------
 
 
-def _copy_ms(x: np.ndarray, repeat: int) -> tuple[float, list[float]]:
-    """The bandwidth floor: ``np.copyto`` of ``x`` into a preallocated array."""
-    dst = np.empty_like(x)
-    return _median_ms(lambda: np.copyto(dst, x), repeat)
-
-
 def _bench_shape(
     shape: tuple[int, int], dtype: str, functions: tuple[str, ...], repeat: int, log: Callable[[str], None]
 ) -> list[Result]:
+    """Every function on one shape; ``np.copyto`` takes a turn in every round of every function,
+    and its row (the bandwidth floor of the shares) is the median over all those rounds."""
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(dtype)
-    results: list[Result] = []
-    copy_ms, copy_times = _copy_ms(x, repeat)
-    copy_gbps = 2 * x.nbytes / copy_ms / 1e6
-    results.append(
-        Result("copy", shape, dtype, "np.copyto", copy_ms, copy_gbps, 1.0, None, times_ms=copy_times)
-    )
-    log(f"{shape} {dtype}: np.copyto {copy_ms:.1f} ms ({copy_gbps:.1f} GB/s)")
+    dst = np.empty_like(x)
+    copy_times: list[float] = []
+    groups: list[tuple[str, dict[str, list[float]]]] = []
     from .. import core as sg  # (layers: interfaces import core and losses, not the package)
 
     for fn in functions:
@@ -287,22 +298,28 @@ def _bench_shape(
             extra["g"] = rng.standard_normal(shape).astype(dtype)
         if fn == "cross_entropy":
             extra["y"] = rng.integers(0, shape[1], shape[0])
+        impls = {"np.copyto": lambda: np.copyto(dst, x), **_impls(fn, x, extra)}
+        times = _round_robin_ms(impls, repeat, log, fn)
+        copy_times += times.pop("np.copyto")
+        groups.append((fn, times))
+        for name, ts in times.items():
+            log(f"  {fn:<13} {name:<22} {float(np.median(ts)):9.1f} ms")
+        del extra
+    copy_ms = float(np.median(copy_times))
+    copy_gbps = 2 * x.nbytes / copy_ms / 1e6
+    log(f"{shape} {dtype}: np.copyto {copy_ms:.1f} ms ({copy_gbps:.1f} GB/s)")
+    results = [Result("copy", shape, dtype, "np.copyto", copy_ms, copy_gbps, 1.0, None, times_ms=copy_times)]
+    for fn, times in groups:
         traffic = _traffic_bytes(fn, x)
-        group: list[Result] = []
-        for name, impl in _impls(fn, x, extra).items():
-            try:
-                ms, times = _median_ms(impl, repeat)
-            except Exception as exc:  # a peer that cannot run this case: say so, go on
-                log(f"  {fn} {name}: skipped ({type(exc).__name__}: {exc})")
-                continue
+        group = []
+        for name, ts in times.items():
+            ms = float(np.median(ts))
             gbps = traffic / ms / 1e6
-            group.append(Result(fn, shape, dtype, name, ms, gbps, gbps / copy_gbps, times_ms=times))
-            log(f"  {fn:<13} {name:<22} {ms:9.1f} ms")
+            group.append(Result(fn, shape, dtype, name, ms, gbps, gbps / copy_gbps, times_ms=ts))
         base = next((r.ms for r in group if r.implementation == "softgrad"), None)
         for r in group:
             r.vs_softgrad = None if base is None else r.ms / base
         results.extend(group)
-        del extra
     return results
 
 
