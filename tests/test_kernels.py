@@ -172,8 +172,9 @@ def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch)
     """Rows of a streamed output (4 MiB and more): softmax and log_softmax rows of _LINE_ROWS
     entries and more go straight to it, a 64-byte line at a time, each row at another offset
     (odd lengths); long cross-entropy rows too, their entries at the target and at the top
-    patched after the lines (short ones are gathered first). With and without class weights,
-    smoothing and ignored rows, all hold the same bits as with plain stores."""
+    patched after the lines (short ones are gathered first); softmax_vjp rows of any length.
+    With and without class weights, smoothing, ignored rows and a temperature, all hold the
+    same bits as with plain stores."""
     rng = np.random.default_rng(13)
     rows = -(-(_kernels._NT_MIN_BYTES + 4096) // (n * np.dtype(dtype).itemsize))
     x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
@@ -184,10 +185,14 @@ def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch)
     y[4] = -100
     w = rng.random(n) + 0.5
 
+    s = sg.softmax(x)
+    g = rng.standard_normal(x.shape).astype(dtype)
+
     def run():
         out = [sg.softmax(x), sg.log_softmax(x)]
         for kw in ({}, {"weight": w}, {"label_smoothing": 0.1, "reduction": "sum"}):
             out += list(sg.cross_entropy_value_and_grad(x, y, **kw))
+        out += [sg.softmax_vjp(s, g), sg.softmax_vjp(s, g, temperature=0.7)]
         return out
 
     streamed = run()

@@ -58,6 +58,7 @@ __all__ = [
     "nt_line",
     "nt_logp_line",
     "nt_scale_line",
+    "nt_vjp_line",
     "prefetch",
     "sfence",
     "wide",
@@ -290,6 +291,45 @@ def _nt_affine_line_typer(
 
 
 nt_affine_line: Any = intrinsic(_nt_affine_line_typer)
+
+
+def _nt_vjp_line_typer(
+    typingctx: Any, dst: Any, idx: Any, s: Any, sidx: Any, g: Any, dot: Any, inv: Any
+) -> Any:
+    """One 64-byte line of ``dst[i + k] = s[si + k] * (g[si + k] - dot) * inv`` (softmax_vjp),
+    stored non-temporally: float32 arrays computed in float64 and rounded once, float64 ones
+    in float64, the roundings of the scalar loop. ``s``, ``g``, ``dst`` of one dtype."""
+    arrays = (dst, s, g)
+    if not all(isinstance(a, types.Array) for a in arrays):
+        return None
+    if not (dst.dtype == s.dtype == g.dtype) or dst.dtype not in (types.float32, types.float64):
+        return None
+    if dot != types.float64 or inv != types.float64:
+        return None
+    lanes = 16 if dst.dtype == types.float32 else 8
+    sig = types.void(dst, idx, s, sidx, g, dot, inv)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+        garr = context.make_array(signature.args[4])(context, builder, args[4])
+        si = context.cast(builder, args[3], signature.args[3], types.intp)
+        gptr = builder.bitcast(builder.gep(garr.data, [si]), sptr.type)
+        align = 64 // lanes
+        sv, gv = builder.load(sptr, align=align), builder.load(gptr, align=align)
+        wide_t = ir.VectorType(ir.DoubleType(), lanes)
+        if lanes == 16:
+            sv, gv = builder.fpext(sv, wide_t), builder.fpext(gv, wide_t)
+        y = builder.fmul(sv, builder.fsub(gv, _splat(builder, args[5], lanes)))
+        y = builder.fmul(y, _splat(builder, args[6], lanes))
+        if lanes == 16:
+            y = builder.fptrunc(y, ir.VectorType(ir.FloatType(), lanes))
+        _store_nt(builder, y, dptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+nt_vjp_line: Any = intrinsic(_nt_vjp_line_typer)
 
 
 def _nt_logp_line_typer(
