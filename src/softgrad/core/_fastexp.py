@@ -225,72 +225,54 @@ def _nt_line_typer(typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any) -> A
 nt_line: Any = intrinsic(_nt_line_typer)
 
 
-def _nt_scale_line_typer(
-    typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, hi: Any, lo: Any
-) -> Any:
-    """One 64-byte line of ``dst[i + k] = src[si + k] * (hi + lo)``, stored non-temporally.
+def _map_line(body: Any, doc: str) -> Any:
+    """An intrinsic ``f(dst, i, src, si, a, b)``: one 64-byte line of ``dst[i + k] =
+    body(src[si + k], a, b)`` in float64 (``src`` float64), rounded once to ``dst``'s dtype
+    (16 float32 or 8 float64 lanes) and stored non-temporally. The caller guarantees that
+    ``&dst[i]`` is 64-byte aligned and both ranges are in bounds, as for :func:`nt_line`."""
 
-    ``src`` float64. float32 ``dst`` (16 lanes): ``float32(src * hi)``, rounded once, as
-    ``scale_sweep`` computes it (``lo`` unused). float64 ``dst`` (8 lanes):
-    ``fma(src, hi, src * lo)``. Same alignment and bounds contract as :func:`nt_line`.
-    """
-    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
-        return None
-    if src.dtype != types.float64 or dst.dtype not in (types.float32, types.float64):
-        return None
-    if hi != types.float64 or lo != types.float64:
-        return None
-    lanes = 16 if dst.dtype == types.float32 else 8
-    sig = types.void(dst, idx, src, sidx, hi, lo)
+    def typer(typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, a: Any, b: Any) -> Any:
+        if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+            return None
+        if src.dtype != types.float64 or dst.dtype not in (types.float32, types.float64):
+            return None
+        if a != types.float64 or b != types.float64:
+            return None
+        lanes = 16 if dst.dtype == types.float32 else 8
+        sig = types.void(dst, idx, src, sidx, a, b)
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
-        v = builder.load(sptr, align=8)
-        h = _splat(builder, args[4], lanes)
-        if lanes == 16:
-            y = builder.fptrunc(builder.fmul(v, h), ir.VectorType(ir.FloatType(), lanes))
-        else:
-            vty = v.type
-            fnty = ir.FunctionType(vty, [vty, vty, vty])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v8f64")
-            y = builder.call(fn, [v, h, builder.fmul(v, _splat(builder, args[5], lanes))])
-        _store_nt(builder, y, dptr)
-        return context.get_dummy_value()
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
+            v = builder.load(sptr, align=8)
+            y = body(builder, v, _splat(builder, args[4], lanes), _splat(builder, args[5], lanes))
+            if lanes == 16:
+                y = builder.fptrunc(y, ir.VectorType(ir.FloatType(), lanes))
+            _store_nt(builder, y, dptr)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-nt_scale_line: Any = intrinsic(_nt_scale_line_typer)
+def _scale_body(builder: Any, v: Any, hi: Any, lo: Any) -> Any:
+    if v.type.count == 16:  # float32 results: v * hi rounded once (lo unused), as scale_sweep
+        return builder.fmul(v, hi)
+    fnty = ir.FunctionType(v.type, [v.type] * 3)
+    fma_v = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v8f64")
+    return builder.call(fma_v, [v, hi, builder.fmul(v, lo)])
 
 
-def _nt_affine_line_typer(
-    typingctx: Any, dst: Any, idx: Any, src: Any, sidx: Any, a: Any, b: Any
-) -> Any:
-    """One 64-byte line of ``dst[i + k] = src[si + k] * a - b``: float64 arithmetic (a product,
-    then a difference: no FMA, as the scalar loop computes it), rounded once to ``dst``'s dtype
-    and stored non-temporally. ``src`` float64. Same contract as :func:`nt_line`."""
-    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
-        return None
-    if src.dtype != types.float64 or dst.dtype not in (types.float32, types.float64):
-        return None
-    if a != types.float64 or b != types.float64:
-        return None
-    lanes = 16 if dst.dtype == types.float32 else 8
-    sig = types.void(dst, idx, src, sidx, a, b)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        sptr, dptr = _line_pointers(context, builder, signature, args, lanes)
-        v = builder.load(sptr, align=8)
-        y = builder.fsub(builder.fmul(v, _splat(builder, args[4], lanes)), _splat(builder, args[5], lanes))
-        if lanes == 16:
-            y = builder.fptrunc(y, ir.VectorType(ir.FloatType(), lanes))
-        _store_nt(builder, y, dptr)
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _affine_body(builder: Any, v: Any, a: Any, b: Any) -> Any:
+    return builder.fsub(builder.fmul(v, a), b)  # a product, then a difference: no FMA
 
 
-nt_affine_line: Any = intrinsic(_nt_affine_line_typer)
+nt_scale_line: Any = _map_line(
+    _scale_body,
+    "``dst = src * (hi + lo)``: float32 ``float32(src * hi)``, float64 ``fma(src, hi, src * lo)``.",
+)
+nt_affine_line: Any = _map_line(_affine_body, "``dst = src * a - b`` (the cross-entropy gradient).")
 
 
 def _nt_vjp_line_typer(

@@ -95,6 +95,11 @@ _reassoc = numba.njit(fastmath={"reassoc"}, **_NO_NRT)
 # dtype-generic building blocks (an overload picks the float32 or the float64 body)
 
 
+def _by_dtype(dtype: Any, f32: Any, f64: Any) -> Any:
+    """The float32 or float64 body of an overload, by the dtype of the array it dispatches on."""
+    return {types.float32: f32, types.float64: f64}.get(dtype)
+
+
 def row_stats(x: Any) -> Any:  # pragma: no cover - jitted only
     """``(max, min, has_nan)`` of the row ``x``."""
     raise NotImplementedError
@@ -132,11 +137,7 @@ def _stats64(x: Any) -> Any:
 
 @overload(row_stats, jit_options={"fastmath": False})
 def _row_stats_ol(x: Any) -> Any:
-    if x.dtype == types.float32:
-        return _stats32
-    if x.dtype == types.float64:
-        return _stats64
-    return None
+    return _by_dtype(x.dtype, _stats32, _stats64)
 
 
 @_strict
@@ -269,11 +270,7 @@ def _exp_block64(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:
 
 @overload(exp_block, jit_options={"fastmath": {"reassoc"}})
 def _exp_block_ol(x: Any, work: Any, m: Any, t: Any, fast: Any, c: Any) -> Any:
-    if x.dtype == types.float32:
-        return _exp_block32
-    if x.dtype == types.float64:
-        return _exp_block64
-    return None
+    return _by_dtype(x.dtype, _exp_block32, _exp_block64)
 
 
 @_strict
@@ -328,11 +325,7 @@ def _scale_sweep64(work: Any, stage: Any, total: Any) -> Any:
 
 @overload(scale_sweep, jit_options={"fastmath": False})
 def _scale_sweep_ol(work: Any, stage: Any, total: Any) -> Any:
-    if stage.dtype == types.float32:
-        return _scale_sweep32
-    if stage.dtype == types.float64:
-        return _scale_sweep64
-    return None
+    return _by_dtype(stage.dtype, _scale_sweep32, _scale_sweep64)
 
 
 def logp_sweep(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:  # pragma: no cover
@@ -367,11 +360,7 @@ def _logp_sweep64(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
 
 @overload(logp_sweep, jit_options={"fastmath": False})
 def _logp_sweep_ol(x: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
-    if x.dtype == types.float32:
-        return _logp_sweep32
-    if x.dtype == types.float64:
-        return _logp_sweep64
-    return None
+    return _by_dtype(x.dtype, _logp_sweep32, _logp_sweep64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,11 +689,7 @@ def _logp_stream64(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> 
 
 @overload(logp_stream, jit_options={"fastmath": False})
 def _logp_stream_ol(x: Any, out: Any, stage: Any, m: Any, t: Any, shift: Any) -> Any:
-    if x.dtype == types.float32:
-        return _logp_stream32
-    if x.dtype == types.float64:
-        return _logp_stream64
-    return None
+    return _by_dtype(x.dtype, _logp_stream32, _logp_stream64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,11 +786,7 @@ def _vjp_sweep64(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
 
 @overload(vjp_sweep, jit_options={"fastmath": False})
 def _vjp_sweep_ol(s: Any, g: Any, out: Any, dot: Any, t: Any) -> Any:
-    if s.dtype == types.float32:
-        return _vjp_sweep32
-    if s.dtype == types.float64:
-        return _vjp_sweep64
-    return None
+    return _by_dtype(s.dtype, _vjp_sweep32, _vjp_sweep64)
 
 
 @_strict
@@ -875,11 +856,7 @@ def _lvjp_sweep64(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
 
 @overload(lvjp_sweep, jit_options={"fastmath": False})
 def _lvjp_sweep_ol(logp: Any, g: Any, out: Any, total: Any, t: Any) -> Any:
-    if logp.dtype == types.float32:
-        return _lvjp_sweep32
-    if logp.dtype == types.float64:
-        return _lvjp_sweep64
-    return None
+    return _by_dtype(logp.dtype, _lvjp_sweep32, _lvjp_sweep64)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -924,11 +901,7 @@ def _logp_at64(x: Any, j: Any, m: Any, shift: Any) -> Any:
 
 @overload(logp_at, jit_options={"fastmath": False})
 def _logp_at_ol(x: Any, j: Any, m: Any, shift: Any) -> Any:
-    if x.dtype == types.float32:
-        return _logp_at32
-    if x.dtype == types.float64:
-        return _logp_at64
-    return None
+    return _by_dtype(x.dtype, _logp_at32, _logp_at64)
 
 
 @_strict
