@@ -464,7 +464,7 @@ def test_grad_out_rejects_the_wrong_array():
         sg.cross_entropy_value_and_grad(x, y, grad_out=np.zeros((3, C)))
     with pytest.raises(ValueError, match=r"out must have shape \(3, 5\)"):
         sg.cross_entropy_grad(x, y, out=np.zeros((3, C + 1), np.float32))
-    with pytest.raises(TypeError, match="grad_out= is supported for NumPy arrays only, got Tensor"):
+    with pytest.raises(TypeError, match="grad_out= must be a NumPy array, got Tensor"):
         sg.cross_entropy_value_and_grad(x, y, grad_out=torch.zeros(3, C))
-    with pytest.raises(TypeError, match="out= is supported for NumPy arrays only, got ndarray"):
+    with pytest.raises(TypeError, match="out= is supported for NumPy logits only, got Tensor logits"):
         sg.cross_entropy_grad(torch.zeros(3, C), torch.tensor(y), out=np.zeros((3, C), np.float32))

@@ -471,8 +471,10 @@ def _check_grad_out(p: _Problem, out: Any, name: str) -> None:
     """The gradient's ``out=`` array: NumPy, of the logits' shape and the gradient's dtype."""
     import numpy as np
 
-    if not isinstance(out, np.ndarray) or not is_numpy_array(p.x):
-        raise TypeError(f"{name}= is supported for NumPy arrays only, got {type(out).__name__}")
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}= must be a NumPy array, got {type(out).__name__}")
+    if not is_numpy_array(p.x):
+        raise TypeError(f"{name}= is supported for NumPy logits only, got {type(p.x).__name__} logits")
     shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
     dtype = np.dtype(p.out_dtype)
     if out.shape != shape or out.dtype != dtype:
