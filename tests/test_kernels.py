@@ -539,6 +539,38 @@ def test_bench_quick_smoke(tmp_path, capsys):
     assert report["goals"] and "first_softmax_float32_s" in report["first_call"]
 
 
+def test_bench_round_robin_gives_every_implementation_every_round(tmp_path, monkeypatch):
+    """The per-shape implementations take turns (np.copyto in each function's rounds), and the
+    linear_cross_entropy subprocesses alternate over rounds that share the timed calls."""
+    import json
+
+    from softgrad.interfaces import bench
+    from softgrad.interfaces.cli import main
+
+    order: list[str] = []
+    fake = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times = bench._round_robin_ms(fake, 3, lambda msg: None, "f")
+    assert order == ["a", "b"] * 4 and [len(v) for v in times.values()] == [3, 3]  # warm-up + 3 rounds
+
+    children: list[str] = []
+    real_run = bench.subprocess.run
+
+    def spy(cmd, **kw):
+        if cmd[2] == bench._LINEAR_CHILD:
+            children.append(cmd[3])  # the implementation
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(bench.subprocess, "run", spy)
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--repeat", "2", "--only", "linear_cross_entropy", "--json", str(path)])
+    assert code == 0
+    impls = ["softgrad", "softgrad"] + (["torch"] if bench._optional("torch") is not None else [])
+    assert children[: 2 * len(impls)] == impls * 2  # two rounds, taking turns
+    report = json.loads(path.read_text())
+    lin = [r for r in report["results"] if r["function"] == "linear_cross_entropy"]
+    assert len(lin) == len(impls) and all(len(r["times_ms"]) == 2 and r["peak_mb"] >= 0 for r in lin)
+
+
 def test_bench_bad_options(capsys):
     from softgrad.interfaces.cli import main
 

@@ -371,30 +371,47 @@ def _bench_linear(
     dims: tuple[int, int, int], repeat: int, log: Callable[[str], None], small_chunk: int
 ) -> list[Result]:
     """softgrad.linear_cross_entropy vs torch Linear + cross_entropy + backward, each in a fresh
-    process: peak memory is the growth of ru_maxrss over the inputs (after a warm-up call)."""
+    process: peak memory is the growth of ru_maxrss over the inputs (after a warm-up call).
+
+    The processes take turns, in up to three rounds that share the ``repeat`` timed calls, so
+    that a slow phase of the machine does not land on one implementation only.
+    """
     impls: list[tuple[str, str, int]] = [
         ("softgrad", "softgrad", 0),
         (f"softgrad chunk_size={small_chunk}", "softgrad", small_chunk),
     ]
     if _optional("torch") is not None:
         impls.append(("torch unfused", "torch", 0))
-    results = []
     B, N, T = dims
-    for name, impl, chunk in impls:
-        cmd = [sys.executable, "-c", _LINEAR_CHILD, impl, *map(str, (B, N, T, repeat, chunk))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            log(f"  linear_cross_entropy {name}: failed\n{proc.stderr[-2000:]}")
+    rounds = min(3, repeat)
+    per_round = -(-repeat // rounds)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in impls}
+    failed: set[str] = set()
+    for _ in range(rounds):
+        for name, impl, chunk in impls:
+            if name in failed:
+                continue
+            cmd = [sys.executable, "-c", _LINEAR_CHILD, impl, *map(str, (B, N, T, per_round, chunk))]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                log(f"  linear_cross_entropy {name}: failed\n{proc.stderr[-2000:]}")
+                failed.add(name)
+                continue
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = []
+    for name, data in runs.items():
+        if not data or name in failed:
             continue
-        data = json.loads(proc.stdout.strip().splitlines()[-1])
-        ms = float(np.median(data["times_ms"]))
+        times = [t for d in data for t in d["times_ms"]]
+        ms = float(np.median(times))
+        peak = max(d["peak_mb"] for d in data)
         results.append(
             Result(
-                "linear_cross_entropy", dims, "float32", name, ms, peak_mb=data["peak_mb"],
-                note=f"first call {data['first_ms']:.0f} ms", times_ms=data["times_ms"],
+                "linear_cross_entropy", dims, "float32", name, ms, peak_mb=peak,
+                note=f"first call {data[0]['first_ms']:.0f} ms", times_ms=times,
             )
         )
-        log(f"  linear_cross_entropy {name:<24} {ms:9.1f} ms  peak +{data['peak_mb']:.0f} MB")
+        log(f"  linear_cross_entropy {name:<24} {ms:9.1f} ms  peak +{peak:.0f} MB")
     base = next((r.ms for r in results if r.implementation == "softgrad"), None)
     for r in results:
         r.vs_softgrad = None if base is None else r.ms / base
