@@ -142,34 +142,24 @@ def _fma_typer(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
 fma: Any = intrinsic(_fma_typer)
 
 
-def _f2i_typer(typingctx: Any, x: Any) -> Any:
-    """The bits of a float32 as int32, of a float64 as int64."""
-    if x not in (types.float32, types.float64):
-        return None
-    sig = (types.int32 if x == types.float32 else types.int64)(x)
+def _bitcast(mapping: dict[Any, Any], doc: str) -> Any:
+    """An intrinsic reinterpreting the bits of a scalar of a ``mapping`` key as its value type."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+    def typer(typingctx: Any, x: Any) -> Any:
+        if x not in mapping:
+            return None
 
-    return sig, codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], context.get_value_type(signature.return_type))
 
+        return mapping[x](x), codegen
 
-f2i: Any = intrinsic(_f2i_typer)
-
-
-def _i2f_typer(typingctx: Any, k: Any) -> Any:
-    """The float32 whose bits are the int32 ``k`` (float64 for int64)."""
-    if k not in (types.int32, types.int64):
-        return None
-    sig = (types.float32 if k == types.int32 else types.float64)(k)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-i2f: Any = intrinsic(_i2f_typer)
+f2i: Any = _bitcast({types.float32: types.int32, types.float64: types.int64}, "float bits as int32 / int64")
+i2f: Any = _bitcast({types.int32: types.float32, types.int64: types.float64}, "int32 / int64 bits as a float")
 
 
 def _splat(builder: Any, value: Any, lanes: int) -> Any:
