@@ -13,9 +13,25 @@ import numpy as np
 _TEX_SPECIALS = {c: "\\" + c for c in "_&%#$"}
 
 
+_GREEK_TEX = {"σ": r"\sigma", "π": r"\pi", "Σ": r"\Sigma", "θ": r"\theta", "φ": r"\phi", "δ": r"\delta"}
+
+
 def rule_in_latex(rule: str) -> str:
-    """A rule name as math-mode LaTeX: ``\\text{...}`` with its specials escaped."""
-    return r"\text{" + "".join(_TEX_SPECIALS.get(c, c) for c in rule) + "}"
+    r"""A rule name as math-mode LaTeX: words in ``\text{...}`` (specials escaped), Greek as math.
+
+    >>> rule_in_latex("definition of σ")
+    '\\text{definition of }\\sigma'
+    """
+    out, words = [], ""
+    for c in rule:
+        if c in _GREEK_TEX:
+            out += [r"\text{" + words + "}"] if words else []
+            out.append(_GREEK_TEX[c])
+            words = ""
+        else:
+            words += _TEX_SPECIALS.get(c, c)
+    out += [r"\text{" + words + "}"] if words else []
+    return "".join(out)
 
 
 def fmt_number(v: float) -> str:
