@@ -154,6 +154,7 @@ CROSS_ENTROPY = TopicSpec(
             "probability is left, so nothing blows up when S_k is tiny.",
             GRAD,
             Neg(summation("k", y("k") * (delta("k", "j") - S("j")))),
+            rule_tex=r"\text{cancel } S_k",
         ),
         StepSpec(
             "sift",
