@@ -402,7 +402,8 @@ def _hessian(ctx: Any) -> Any:
 
     S_, xs = ctx.values["S"], ctx.symbols["x"]
     n = len(xs)
-    return sp.Matrix(n, n * n, lambda i, c: sp.diff(S_[i], xs[c // n], xs[c % n]))
+    first = S_.jacobian(xs)  # SymPy's first derivatives, differentiated once more
+    return sp.Matrix(n, n * n, lambda i, c: sp.diff(first[i, c // n], xs[c % n]))
 
 
 def _hessian_at(xv: Any) -> dict[str, Any]:
