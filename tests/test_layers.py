@@ -19,7 +19,7 @@ import pytest
 import softgrad
 
 PACKAGE = Path(softgrad.__file__).parent
-LAYERS = {"_array": 0, "config": 0, "core": 1, "losses": 2, "models": 3, "interfaces": 4}
+LAYERS = {"_array": 0, "config": 0, "core": 1, "losses": 2, "models": 3, "teaching": 3, "interfaces": 4}
 FACADE = {"softgrad", "softgrad.__main__"}
 TOP = max(LAYERS.values()) + 1
 

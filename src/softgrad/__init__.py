@@ -21,19 +21,20 @@ from .losses import __all__ as _losses_all
 
 __version__ = "0.1.0"
 
-# Models pull in scikit-learn, so they load on first use: ``sg.SoftmaxRegression``.
-_LAZY_MODELS = ("SoftmaxRegression",)
+# Names that load their subpackage on first use: the models pull in scikit-learn
+# (``sg.SoftmaxRegression``), the teaching layer Rich and the derivations.
+_LAZY = {"SoftmaxRegression": "models", "diagnose": "teaching"}
 
-__all__ = sorted([*_core_all, *_losses_all, *_LAZY_MODELS, "config"])
+__all__ = sorted([*_core_all, *_losses_all, *_LAZY, "config"])
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODELS:
-        from . import models
+    if name in _LAZY:
+        import importlib
 
-        return getattr(models, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'softgrad' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY_MODELS])
+    return sorted([*globals(), *_LAZY])
