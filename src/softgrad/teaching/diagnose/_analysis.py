@@ -147,6 +147,8 @@ def mismatch(kind: Kind, obs: Observation, ref: np.ndarray) -> Mismatch | None:
         return Mismatch(obs.probe, (), np.nan, np.nan, np.inf, np.inf, tol, shape)
     u, r = np.atleast_1d(pair[0]).astype(np.float64), np.atleast_1d(pair[1])
     with np.errstate(all="ignore"):
+        # rounded to the answer's dtype: a float32 answer of -inf for -1e50 is the right rounding
+        r = r.astype(obs.output.dtype).astype(np.float64) if obs.output.dtype.itemsize < 8 else r
         diff = np.where((u == r) | (np.isnan(u) & np.isnan(r)), 0.0, np.abs(u - r))
     diff = np.where(np.isnan(diff), np.inf, diff)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
@@ -204,7 +206,7 @@ def check_edge(analysis: Analysis, obs: Observation) -> EdgeCheck:
     kind, probe = analysis.kind, obs.probe
     ref = obs.exact if analysis.candidate is None else analysis.evaluate(analysis.candidate, probe)
     if obs.output is None:
-        if obs.error_type in ("OverflowError", "FloatingPointError") and probe.edge == "large":
+        if obs.error_type in ("OverflowError", "FloatingPointError") and probe.edge in ("overflow", "large"):
             return EdgeCheck(obs, "overflow", f"raised {obs.error}")
         return EdgeCheck(obs, "error", obs.error or "no answer")
     pair = align(obs.output, ref)
@@ -216,7 +218,7 @@ def check_edge(analysis: Analysis, obs: Observation) -> EdgeCheck:
     over = bad & ~under
     rest = Observation(probe, obs.exact, np.where(bad, r, u).astype(u.dtype))
     off = mismatch(kind, rest, r)
-    if over.any() and probe.edge == "large":
+    if over.any() and probe.edge in ("overflow", "large"):
         return EdgeCheck(obs, "overflow", _count(u, over), off)
     if under.any() and not over.any():
         return EdgeCheck(obs, "underflow", _count(u, under), off)
@@ -237,5 +239,17 @@ def _count(u: np.ndarray, mask: np.ndarray) -> str:
 def analyse(kind: Kind, observations: list[Observation]) -> Analysis:
     analysis = Analysis(kind, observations)
     identify(analysis)
-    analysis.edges = [check_edge(analysis, o) for o in observations if o.probe.edge is not None]
+    edges = [check_edge(analysis, o) for o in observations if o.probe.edge is not None]
+    # Only a probe whose probabilities are all moderate proves the missing shift; elsewhere a NaN
+    # may as well come from 0/0 where a probability underflows (dividing by S).
+    if not any(e.verdict == "overflow" and e.obs.probe.edge == "overflow" for e in edges):
+        edges = [_unexplained(analysis, e) if e.verdict == "overflow" else e for e in edges]
+    analysis.edges = edges
     return analysis
+
+
+def _unexplained(analysis: Analysis, e: EdgeCheck) -> EdgeCheck:
+    if e.obs.output is None:
+        return EdgeCheck(e.obs, "error", e.detail)
+    ref = e.obs.exact if analysis.candidate is None else analysis.evaluate(analysis.candidate, e.obs.probe)
+    return EdgeCheck(e.obs, "mismatch", e.detail, mismatch(analysis.kind, e.obs, ref))

@@ -35,9 +35,10 @@ class Probe:
 
     ``args`` are passed (as copies) to the function; ``data`` holds what the oracle and the
     candidates need (``x`` the logits, ``s`` their softmax, ``g``, ``y``, ``Y``, ``X``, ``W``).
-    ``edge`` is ``None`` for a regular probe (moderate logits: the formula is identified on
-    these), ``"large"`` where a logit overflows ``exp`` in the probe's dtype, ``"gap"`` where
-    a probability underflows to 0.
+    ``edge`` (see :func:`edge_of`) is ``None`` for a regular probe (moderate logits: the
+    formula is identified on these), ``"overflow"`` where ``exp`` of a logit overflows in the
+    probe's dtype but every probability is moderate, ``"large"`` where it overflows and some
+    probability underflows, ``"gap"`` where a probability underflows only.
     """
 
     name: str
@@ -120,7 +121,7 @@ def _when_batched(f: Callable[[Probe, Any], np.ndarray]) -> StageFn:
     """A batch-axis mistake: no different from the correct variant on an unbatched probe."""
 
     def stage(p: Probe, v: Any) -> np.ndarray | None:
-        return f(p, v) if _batched(p) and p.data["x"].shape[0] > 1 else None
+        return f(p, v) if _batched(p) else None
 
     return stage
 
@@ -180,16 +181,30 @@ def _rows() -> dict[str, np.ndarray]:
     }
 
 
-# (name, logits, dtype, edge, what)
+# (name, logits, dtype, what)
 _EDGE_ROWS = (
-    ("large-1000", [1000.0, 2000.0, 3000.0, 1500.0, 2500.0], np.float64, "large", "logits 1000..3000"),
-    ("large-close", [1000.0, 1001.5, 999.0, 1002.0, 1000.5], np.float64, "large", "logits near 1000, gaps < 4"),
-    ("gap-720", [0.0, 720.0, 1.0, -1.0, 2.0], np.float64, "large", "one logit 720 above the others"),
-    ("gap-800", [2.0, -800.0, 0.0, 1.0, -1.0], np.float64, "gap", "one logit 802 below the largest"),
-    ("f32-large", [90.0, 91.5, 89.0, 92.0, 90.5], np.float32, "large", "float32 logits near 90"),
-    ("f32-gap-95", [0.0, 95.0, 1.0, -1.0, 2.0], np.float32, "large", "float32, one logit 95 above"),
-    ("f32-gap-120", [2.0, -120.0, 0.0, 1.0, -1.0], np.float32, "gap", "float32, one logit 122 below"),
+    ("large-1000", [1000.0, 2000.0, 3000.0, 1500.0, 2500.0], np.float64, "logits 1000..3000"),
+    ("large-close", [1000.0, 1001.5, 999.0, 1002.0, 1000.5], np.float64, "logits near 1000, gaps < 4"),
+    ("gap-720", [0.0, 720.0, 1.0, -1.0, 2.0], np.float64, "one logit 720 above the others"),
+    ("gap-800", [2.0, -800.0, 0.0, 1.0, -1.0], np.float64, "one logit 802 below the largest"),
+    ("f32-large", [90.0, 91.5, 89.0, 92.0, 90.5], np.float32, "float32 logits near 90"),
+    ("f32-gap-95", [0.0, 95.0, 1.0, -1.0, 2.0], np.float32, "float32, one logit 95 above"),
+    ("f32-gap-120", [2.0, -120.0, 0.0, 1.0, -1.0], np.float32, "float32, one logit 122 below"),
 )
+
+
+def edge_of(x: np.ndarray) -> str | None:
+    """How the logits ``x`` (in their own dtype) strain a naive softmax: see :class:`Probe`."""
+    info = np.finfo(x.dtype)
+    x = _f64(x)
+    top = np.max(x, axis=-1, keepdims=True)
+    # exp of the row maximum overflows (inf/inf) or underflows to 0 (0/0) without the shift
+    overflow = bool(np.any(top > np.log(float(info.max))) or np.any(top < np.log(float(info.smallest_subnormal))))
+    gaps = x - top
+    underflow = bool(np.min(gaps) < np.log(float(info.smallest_normal)))
+    if overflow:
+        return "large" if underflow else "overflow"
+    return "gap" if underflow else None
 
 _REGULAR_WHAT = {
     "random": "random logits",
@@ -203,20 +218,20 @@ _REGULAR_WHAT = {
 }
 
 
-def logit_probes(*, batched: bool, vectors: bool, edges_batched: bool = True) -> list[tuple[str, str, np.ndarray, str | None]]:
+def logit_probes(*, batched: bool, vectors: bool) -> list[tuple[str, str, np.ndarray, str | None]]:
     """``(name, what, logits, edge)`` for the softmax-like kinds."""
     out = []
     for name, x in _rows().items():
         if (x.ndim == 1 and vectors) or (x.ndim == 2 and batched):
-            out.append((name, _REGULAR_WHAT[name], x, None))
+            out.append((name, _REGULAR_WHAT[name], x))
     if vectors:
-        out += [(n, w, np.asarray(x, dtype=dt), e) for n, x, dt, e, w in _EDGE_ROWS]
-    if batched and edges_batched:
+        out += [(n, w, np.asarray(x, dtype=dt)) for n, x, dt, w in _EDGE_ROWS]
+    if batched:
         random = _rows()["random"]
-        for n, x, dt, e, w in _EDGE_ROWS:
+        for n, x, dt, w in _EDGE_ROWS:
             stacked = np.vstack([x, random, np.asarray(x)[::-1] - 1.0]).astype(dt)
-            out.append((f"batch-{n}", f"3 rows: {w}, random, and reversed", stacked, e))
-    return out
+            out.append((f"batch-{n}", f"3 rows: {w}, random, and reversed", stacked))
+    return [(n, w, x, edge_of(x)) for n, w, x in out]
 
 
 def _labels(x: np.ndarray, salt: int) -> np.ndarray:
@@ -249,6 +264,11 @@ _XENT_FORMULAS = (
     Variant("diagonal-only", "-Y ⊙ (1 - S) (only ∂S_i/∂z_i)", lambda p, s: -p.data["Y"] * (1.0 - s)),
     Variant("summed-jacobian", "0 (the derivative of Σ S_i)", lambda p, s: np.zeros_like(s)),
     Variant("upstream-ignored", "-Y / S (∂L/∂S, not pushed through softmax)", lambda p, s: -p.data["Y"] / s),
+    Variant(
+        "double-softmax",
+        "J(S) (softmax(S) - Y), the gradient through a second softmax",
+        lambda p, s: vjp(softmax(p.data["x"]), softmax(softmax(p.data["x"])) - p.data["Y"]),
+    ),
 )
 
 _SCALES = (
@@ -357,6 +377,13 @@ def _g(p: Probe) -> np.ndarray:
     return _f64(p.data["g"])
 
 
+def _through_two_softmaxes(p: Probe, _: Any) -> np.ndarray | None:
+    if p.data["takes"] == "probs":
+        return None
+    s = softmax(p.data["x"])
+    return vjp(s, vjp(softmax(s), _g(p)))
+
+
 SOFTMAX_BACKWARD = Kind(
     name="softmax_backward",
     convention="fn(v, g) returns gᵀJ, the gradient w.r.t. the logits given g = dL/dS; v is x or S",
@@ -372,6 +399,7 @@ SOFTMAX_BACKWARD = Kind(
             Variant("upstream-ignored", "g itself, unchanged", lambda p, s: _g(p)),
             Variant("upstream-ignored", "the Jacobian itself, g never used", lambda p, s: jac(s)),
             Variant("jacobian-applied-twice", "J (J g)", lambda p, s: vjp(s, vjp(s, _g(p)))),
+            Variant("double-softmax", "J(S) J(softmax(S)) g, through a second softmax", _through_two_softmaxes),
             Variant(
                 "wrong-axis",
                 "S ⊙ (g - Σ over the batch axis of g S)",
@@ -416,27 +444,32 @@ CROSS_ENTROPY_GRAD = Kind(
 def _layer_probes(takes: str, reduction: str) -> list[Probe]:
     rng = np.random.default_rng(_RNG_SEED + 7)
     shapes = (("B=1", 1, 4, 3, 1.0), ("B=3", 3, 4, 3, 1.0), ("B=4", 4, 4, 3, 1.0), ("square", 4, 3, 3, 1.0))
-    edges = (("large-x400", 3, 4, 3, 400.0, np.float64), ("f32-x60", 3, 4, 3, 60.0, np.float32))
+    edges = (
+        ("large-x400", 3, 4, 3, 400.0, np.float64, 1.0),
+        ("close-x400", 3, 4, 3, 400.0, np.float64, 0.002),
+        ("f32-x60", 3, 4, 3, 60.0, np.float32, 1.0),
+        ("f32-close-x60", 3, 4, 3, 60.0, np.float32, 0.01),
+    )
     probes = []
     for name, B, T, N, scale in shapes:
         probes.append(_layer_probe(name, rng, B, T, N, scale, np.float64, None, reduction))
-    for name, B, T, N, scale, dt in edges:
-        probes.append(_layer_probe(name, rng, B, T, N, scale, dt, "large", reduction))
+    for name, B, T, N, scale, dt, spread in edges:
+        probes.append(_layer_probe(name, rng, B, T, N, scale, dt, spread, reduction))
     return probes
 
 
 def _layer_probe(
-    name: str, rng: np.random.Generator, B: int, T: int, N: int, scale: float, dt: Any, edge: str | None, reduction: str
+    name: str, rng: np.random.Generator, B: int, T: int, N: int, scale: float, dt: Any, spread: float | None, reduction: str
 ) -> Probe:
     X = (rng.normal(size=(B, N)) * scale).astype(dt)
     W = rng.normal(size=(T, N)).astype(dt)
-    if edge:  # make sure the logits overflow a naive exp in this dtype
-        W[0] = np.sign(X[0]) * 1.5
+    if spread is not None:  # the first row's logits overflow a naive exp; rows of W differ by ``spread``
+        W = (np.sign(X[0]) * 1.5 + spread * rng.normal(size=(T, N))).astype(dt)
     z = _f64(X) @ _f64(W).T
     y = rng.integers(0, T, size=B).astype(np.int64)
     data = {"x": z, "X": X, "W": W, "y": y, "Y": _one_hot(y, T), "B": B, "reduction": reduction}
     what = f"X {X.shape}, W {W.shape}, labels {y.tolist()}, logits up to {np.max(np.abs(z)):.4g}"
-    return Probe(name, what, (X, W, y), data, edge, np.dtype(dt), ("X", "W", "y"))
+    return Probe(name, what, (X, W, y), data, edge_of(z.astype(dt)), np.dtype(dt), ("X", "W", "y"))
 
 
 def _layer_exact(p: Probe) -> np.ndarray:
