@@ -21,9 +21,10 @@ from .losses import __all__ as _losses_all
 
 __version__ = "0.1.0"
 
-# Names that load their subpackage on first use: the models pull in scikit-learn
-# (``sg.SoftmaxRegression``), the teaching layer Rich and the derivations.
-_LAZY = {"SoftmaxRegression": "models", "diagnose": "teaching"}
+# Models pull in scikit-learn, so they load on first use: ``sg.SoftmaxRegression``.
+_LAZY_MODELS = ("SoftmaxRegression",)
+# The teaching layer loads on first use too: ``sg.derive``, ``sg.diagnose``. Name -> subpackage.
+_LAZY = {**dict.fromkeys(_LAZY_MODELS, "models"), "derive": "teaching", "diagnose": "teaching"}
 
 __all__ = sorted([*_core_all, *_losses_all, *_LAZY, "config"])
 
