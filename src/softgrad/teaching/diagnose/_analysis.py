@@ -170,7 +170,9 @@ def _prune(analysis: Analysis, cand: Candidate) -> Candidate:
     for i, c in enumerate(cand.choice):
         if c:
             choice = (*cand.choice[:i], 0, *cand.choice[i + 1 :])
-            simpler = Candidate(choice, tuple(s[k] for s, k in zip(analysis.kind.stages, choice, strict=True)))
+            simpler = Candidate(
+                choice, tuple(s[k] for s, k in zip(analysis.kind.stages, choice, strict=True))
+            )
             if _matches(analysis, simpler):
                 return _prune(analysis, simpler)
     return cand
@@ -223,7 +225,12 @@ def check_edge(analysis: Analysis, obs: Observation) -> EdgeCheck:
     if under.any() and not over.any():
         return EdgeCheck(obs, "underflow", _count(u, under), off)
     if bad.any() or off is not None:
-        return EdgeCheck(obs, "mismatch", _count(u, bad) if bad.any() else "finite but wrong", off or mismatch(kind, obs, ref))
+        return EdgeCheck(
+            obs,
+            "mismatch",
+            _count(u, bad) if bad.any() else "finite but wrong",
+            off or mismatch(kind, obs, ref),
+        )
     return EdgeCheck(obs, "ok", "")
 
 

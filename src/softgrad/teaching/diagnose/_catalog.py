@@ -17,7 +17,14 @@ import numpy as np
 
 from ._analysis import Analysis, EdgeCheck, align
 
-ALL_KINDS = ("softmax", "log_softmax", "softmax_jacobian", "softmax_backward", "cross_entropy_grad", "layer_grad_W")
+ALL_KINDS = (
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "softmax_backward",
+    "cross_entropy_grad",
+    "layer_grad_W",
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,12 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
             i = np.unravel_index(int(np.argmax(np.abs(cc - ee))), cc.shape)
             uu = np.atleast_1d(align(o.output, c)[0])  # type: ignore[index]
             idx = tuple(int(k) for k in i)
-            numbers |= {"index": list(idx), "yours": _round(uu[i]), "formula_value": _round(cc[i]), "exact": _round(ee[i])}
+            numbers |= {
+                "index": list(idx),
+                "yours": _round(uu[i]),
+                "formula_value": _round(cc[i]),
+                "exact": _round(ee[i]),
+            }
             where = f"at entry {idx}: yours {uu[i]:.6g}, that formula {cc[i]:.6g}, exact {ee[i]:.6g}"
         summary = (
             f"Your answers equal {formula}{also} on all {len(a.regular)} regular probes. "
@@ -102,7 +114,10 @@ def _edge_evidence(verdict: str, why: str) -> Callable[[Analysis], Evidence | No
         hits = _edges(verdict)(a)
         if not hits:
             return None
-        lines = [f"'{e.obs.probe.name}' ({e.obs.probe.what}, {np.dtype(e.obs.probe.dtype).name}): {e.detail}" for e in hits]
+        lines = [
+            f"'{e.obs.probe.name}' ({e.obs.probe.what}, {np.dtype(e.obs.probe.dtype).name}): {e.detail}"
+            for e in hits
+        ]
         ok = [e.obs.probe.name for e in a.edges if e.verdict == "ok"]
         summary = f"{why} On " + "; on ".join(lines) + "."
         if ok:
@@ -151,7 +166,9 @@ def _raised(a: Analysis) -> Evidence | None:
     shown = "; ".join(f"'{o.probe.name}' ({o.probe.what}): {o.error}" for o in bad[:3])
     more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
     summary = f"It failed on {len(bad)} of {len(a.observations)} probes: {shown}{more}."
-    return Evidence(summary, bad[0].probe.name, {"probes": [o.probe.name for o in bad], "errors": [o.error for o in bad]})
+    return Evidence(
+        summary, bad[0].probe.name, {"probes": [o.probe.name for o in bad], "errors": [o.error for o in bad]}
+    )
 
 
 def _mutates(a: Analysis) -> Evidence | None:
@@ -163,7 +180,9 @@ def _mutates(a: Analysis) -> Evidence | None:
         f"On probe '{o.probe.name}' it changed its argument(s) {', '.join(o.mutated)} in place "
         f"({len(bad)} probes in all): the caller's array is no longer what it passed."
     )
-    return Evidence(summary, o.probe.name, {"probes": [b.probe.name for b in bad], "arguments": list(o.mutated)})
+    return Evidence(
+        summary, o.probe.name, {"probes": [b.probe.name for b in bad], "arguments": list(o.mutated)}
+    )
 
 
 _JAC = ("softmax_jacobian", "softmax_backward", "cross_entropy_grad", "layer_grad_W")
@@ -178,8 +197,8 @@ CATALOG: tuple[Mistake, ...] = (
         "∂S_i/∂x_j is not zero for i ≠ j: raising x_j takes probability from every other class, "
         "∂S_i/∂x_j = −S_iS_j. Keeping only S_i(1 − S_i) treats softmax as if it were an elementwise "
         "sigmoid.",
-        "J = np.diag(s) - np.outer(s, s) (per row: s[..., :, None] * eye - s[..., :, None] * s[..., None, :]); "
-        "for a backward pass use s * (g - (g * s).sum(-1, keepdims=True)).",
+        "J = np.diag(s) - np.outer(s, s) (per row of a batch: s[..., :, None] * eye - "
+        "s[..., :, None] * s[..., None, :]); for a backward pass s * (g - (g * s).sum(-1, keepdims=True)).",
         ("softmax", "case-i-ne-j"),
         _by_candidate("diagonal-only"),
     ),
@@ -193,7 +212,7 @@ CATALOG: tuple[Mistake, ...] = (
         "of a loss needs the upstream gradient g = ∂L/∂S, weighted, not the plain sum of the rows.",
         "Keep the full (n, n) Jacobian, or compute the vector-Jacobian product gᵀJ = s * (g - g·s) with "
         "the upstream gradient g.",
-        ("softmax", "vjp"),
+        ("softmax", "vjp-sum"),
         _by_candidate("summed-jacobian"),
     ),
     Mistake(
@@ -234,15 +253,22 @@ CATALOG: tuple[Mistake, ...] = (
         "softmax underflows to exactly 0 for a class whose logit is more than about 745 (float64) below "
         "the largest, and log(0) = −inf, although the log-probability x_i − logsumexp(x) is a perfectly "
         "finite number. Taking the log of the quotient by hand avoids forming the tiny quotient at all.",
-        "log_s = x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)) with m = x.max(-1, keepdims=True) "
-        "(or softgrad.log_softmax / scipy.special.log_softmax).",
+        "log_s = x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)) with "
+        "m = x.max(-1, keepdims=True) (or softgrad.log_softmax / scipy.special.log_softmax).",
         ("log_softmax", "log-of-quotient"),
         _edge_evidence("underflow", "The exact log-probabilities are finite, yours are −inf."),
     ),
     Mistake(
         "double-softmax",
         "Softmax applied to probabilities: softmax(softmax(x))",
-        ("softmax", "log_softmax", "softmax_jacobian", "softmax_backward", "cross_entropy_grad", "layer_grad_W"),
+        (
+            "softmax",
+            "log_softmax",
+            "softmax_jacobian",
+            "softmax_backward",
+            "cross_entropy_grad",
+            "layer_grad_W",
+        ),
         "matches the exact formula evaluated at softmax(softmax(x))",
         "Probabilities lie in [0, 1], so a second softmax squeezes them towards uniform: the loss can "
         "never drop below a floor and the gradients are too small. It happens when a model ends in a "
@@ -274,7 +300,8 @@ CATALOG: tuple[Mistake, ...] = (
         "probes; right, or not tested, with a single row",
         "Each row is its own distribution: the denominator Σ_k e^{x_k} runs over the classes of one "
         "row. np.sum(e) without axis=-1 (or with axis=0) mixes the rows, which is invisible with B = 1.",
-        "Reduce over the class axis with keepdims: e.sum(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True).",
+        "Reduce over the class axis with keepdims: e.sum(axis=-1, keepdims=True), "
+        "x.max(axis=-1, keepdims=True).",
         ("softmax", "quotient-rule"),
         _by_candidate("wrong-axis"),
     ),
@@ -311,7 +338,7 @@ CATALOG: tuple[Mistake, ...] = (
         "k in S_k(δ_ki − S_i) puts S_k where S_i belongs and yields Σ_k S_k y_k − y_i, the same number "
         "in every non-target entry.",
         "grad_i = S_i Σ_k y_k − y_i = S_i − y_i, since Σ_k y_k = 1.",
-        ("cross_entropy", "chain-rule"),
+        ("cross_entropy", "sift"),
         _by_candidate("swapped-index"),
     ),
     Mistake(
@@ -323,7 +350,7 @@ CATALOG: tuple[Mistake, ...] = (
         "A backward pass multiplies the incoming gradient by the local Jacobian: ∂L/∂x = Jᵀ ∂L/∂S. "
         "Returning g skips the softmax; returning J (or something without g) drops the loss.",
         "dx = s * (g - (g * s).sum(axis=-1, keepdims=True)).",
-        ("softmax", "vjp"),
+        ("softmax", "vjp-sum"),
         _by_candidate("upstream-ignored"),
     ),
     Mistake(

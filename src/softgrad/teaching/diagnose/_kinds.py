@@ -117,7 +117,7 @@ def _batched(p: Probe) -> bool:
     return np.ndim(p.data["x"]) == 2
 
 
-def _when_batched(f: Callable[[Probe, Any], np.ndarray]) -> StageFn:
+def _when_batched(f: StageFn) -> StageFn:
     """A batch-axis mistake: no different from the correct variant on an unbatched probe."""
 
     def stage(p: Probe, v: Any) -> np.ndarray | None:
@@ -140,9 +140,13 @@ def _double_softmax(p: Probe, _: Any) -> np.ndarray | None:
 P_STAGE = (
     Variant(None, "S = softmax(x) over each row", lambda p, _: softmax(p.data["x"])),
     Variant("double-softmax", "softmax(softmax(x))", _double_softmax),
-    Variant("wrong-axis", "softmax over the batch axis 0", _when_batched(lambda p, _: softmax(p.data["x"], 0))),
     Variant(
-        "wrong-axis", "softmax over the whole batch at once", _when_batched(lambda p, _: softmax(p.data["x"], None))
+        "wrong-axis", "softmax over the batch axis 0", _when_batched(lambda p, _: softmax(p.data["x"], 0))
+    ),
+    Variant(
+        "wrong-axis",
+        "softmax over the whole batch at once",
+        _when_batched(lambda p, _: softmax(p.data["x"], None)),
     ),
 )
 P_STAGE_TAKES = (
@@ -199,12 +203,15 @@ def edge_of(x: np.ndarray) -> str | None:
     x = _f64(x)
     top = np.max(x, axis=-1, keepdims=True)
     # exp of the row maximum overflows (inf/inf) or underflows to 0 (0/0) without the shift
-    overflow = bool(np.any(top > np.log(float(info.max))) or np.any(top < np.log(float(info.smallest_subnormal))))
+    overflow = bool(
+        np.any(top > np.log(float(info.max))) or np.any(top < np.log(float(info.smallest_subnormal)))
+    )
     gaps = x - top
     underflow = bool(np.min(gaps) < np.log(float(info.smallest_normal)))
     if overflow:
         return "large" if underflow else "overflow"
     return "gap" if underflow else None
+
 
 _REGULAR_WHAT = {
     "random": "random logits",
@@ -220,23 +227,23 @@ _REGULAR_WHAT = {
 
 def logit_probes(*, batched: bool, vectors: bool) -> list[tuple[str, str, np.ndarray, str | None]]:
     """``(name, what, logits, edge)`` for the softmax-like kinds."""
-    out = []
+    out: list[tuple[str, str, np.ndarray]] = []
     for name, x in _rows().items():
         if (x.ndim == 1 and vectors) or (x.ndim == 2 and batched):
             out.append((name, _REGULAR_WHAT[name], x))
     if vectors:
-        out += [(n, w, np.asarray(x, dtype=dt)) for n, x, dt, w in _EDGE_ROWS]
+        out += [(n, w, np.asarray(row, dtype=dt)) for n, row, dt, w in _EDGE_ROWS]
     if batched:
         random = _rows()["random"]
-        for n, x, dt, w in _EDGE_ROWS:
-            stacked = np.vstack([x, random, np.asarray(x)[::-1] - 1.0]).astype(dt)
+        for n, row, dt, w in _EDGE_ROWS:
+            stacked = np.vstack([row, random, np.asarray(row)[::-1] - 1.0]).astype(dt)
             out.append((f"batch-{n}", f"3 rows: {w}, random, and reversed", stacked))
     return [(n, w, x, edge_of(x)) for n, w, x in out]
 
 
 def _labels(x: np.ndarray, salt: int) -> np.ndarray:
     rng = np.random.default_rng(_RNG_SEED + salt)
-    return rng.integers(0, x.shape[-1], size=x.shape[0]).astype(np.int64)
+    return np.asarray(rng.integers(0, x.shape[-1], size=x.shape[0]), dtype=np.int64)
 
 
 def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
@@ -252,14 +259,20 @@ def reduction_factor(p: Probe) -> float:
 
 
 def _exact_grad_rows(p: Probe) -> np.ndarray:
-    return np.asarray(losses.cross_entropy_grad(_f64(p.data["x"]), p.data["y"], reduction=p.data["reduction"]))
+    return np.asarray(
+        losses.cross_entropy_grad(_f64(p.data["x"]), p.data["y"], reduction=p.data["reduction"])
+    )
 
 
 # --- the formulas of the cross-entropy gradient (per row, before the batch reduction) ------------
 
 _XENT_FORMULAS = (
     Variant(None, "S - Y", lambda p, s: s - p.data["Y"]),
-    Variant("swapped-index", "Σ_k S_k Y_k - Y_i", lambda p, s: np.sum(s * p.data["Y"], -1, keepdims=True) - p.data["Y"]),
+    Variant(
+        "swapped-index",
+        "Σ_k S_k Y_k - Y_i",
+        lambda p, s: np.sum(s * p.data["Y"], -1, keepdims=True) - p.data["Y"],
+    ),
     Variant("jacobian-applied-twice", "J(S) (S - Y)", lambda p, s: vjp(s, s - p.data["Y"])),
     Variant("diagonal-only", "-Y ⊙ (1 - S) (only ∂S_i/∂z_i)", lambda p, s: -p.data["Y"] * (1.0 - s)),
     Variant("summed-jacobian", "0 (the derivative of Σ S_i)", lambda p, s: np.zeros_like(s)),
@@ -304,9 +317,15 @@ SOFTMAX = Kind(
 _LOG_STAGE = (
     Variant(None, "log_softmax(x) over each row", lambda p, _: log_softmax(p.data["x"])),
     Variant("double-softmax", "log_softmax(softmax(x))", lambda p, _: log_softmax(softmax(p.data["x"]))),
-    Variant("wrong-axis", "log_softmax over the batch axis 0", _when_batched(lambda p, _: log_softmax(p.data["x"], 0))),
     Variant(
-        "wrong-axis", "log_softmax over the whole batch", _when_batched(lambda p, _: log_softmax(p.data["x"], None))
+        "wrong-axis",
+        "log_softmax over the batch axis 0",
+        _when_batched(lambda p, _: log_softmax(p.data["x"], 0)),
+    ),
+    Variant(
+        "wrong-axis",
+        "log_softmax over the whole batch",
+        _when_batched(lambda p, _: log_softmax(p.data["x"], None)),
     ),
 )
 
@@ -342,13 +361,19 @@ SOFTMAX_JACOBIAN = Kind(
     exact=lambda p: np.asarray(core.softmax_jacobian(_f64(p.data["x"]))),
     natural=lambda p: 1.0,
     stages=(
-        P_STAGE_TAKES,
+        P_STAGE_TAKES[:3],  # one vector: no batch axis to confuse
         (
             Variant(None, "diag(S) - S Sᵀ", lambda p, s: jac(s)),
-            Variant("diagonal-only", "diag(S ⊙ (1 - S)), the off-diagonal dropped", lambda p, s: np.diag(s * (1 - s))),
+            Variant(
+                "diagonal-only",
+                "diag(S ⊙ (1 - S)), the off-diagonal dropped",
+                lambda p, s: np.diag(s * (1 - s)),
+            ),
             Variant("diagonal-only", "the vector S ⊙ (1 - S)", lambda p, s: s * (1 - s)),
             Variant("summed-jacobian", "the vector Σ_i ∂S_i/∂x_j = 0", lambda p, s: jac(s).sum(axis=0)),
-            Variant("summed-jacobian", "the number Σ_ij ∂S_i/∂x_j = 0", lambda p, s: np.asarray(jac(s).sum())),
+            Variant(
+                "summed-jacobian", "the number Σ_ij ∂S_i/∂x_j = 0", lambda p, s: np.asarray(jac(s).sum())
+            ),
         ),
     ),
     takes_probs=True,
@@ -399,7 +424,9 @@ SOFTMAX_BACKWARD = Kind(
             Variant("upstream-ignored", "g itself, unchanged", lambda p, s: _g(p)),
             Variant("upstream-ignored", "the Jacobian itself, g never used", lambda p, s: jac(s)),
             Variant("jacobian-applied-twice", "J (J g)", lambda p, s: vjp(s, vjp(s, _g(p)))),
-            Variant("double-softmax", "J(S) J(softmax(S)) g, through a second softmax", _through_two_softmaxes),
+            Variant(
+                "double-softmax", "J(S) J(softmax(S)) g, through a second softmax", _through_two_softmaxes
+            ),
             Variant(
                 "wrong-axis",
                 "S ⊙ (g - Σ over the batch axis of g S)",
@@ -426,7 +453,12 @@ def _xent_probes(takes: str, reduction: str) -> list[Probe]:
     z = _rows()["batch-3"] + 7.5
     y = _labels(z, 0)
     data = {"x": z, "y": y, "Y": _one_hot(y, 5), "B": 3, "reduction": reduction}
-    probes.insert(3, Probe("batch-3-shifted", f"a batch of 3 rows + 7.5, labels {y.tolist()}", (z, y), data, names=("z", "y")))
+    probes.insert(
+        3,
+        Probe(
+            "batch-3-shifted", f"a batch of 3 rows + 7.5, labels {y.tolist()}", (z, y), data, names=("z", "y")
+        ),
+    )
     return probes
 
 
@@ -459,7 +491,15 @@ def _layer_probes(takes: str, reduction: str) -> list[Probe]:
 
 
 def _layer_probe(
-    name: str, rng: np.random.Generator, B: int, T: int, N: int, scale: float, dt: Any, spread: float | None, reduction: str
+    name: str,
+    rng: np.random.Generator,
+    B: int,
+    T: int,
+    N: int,
+    scale: float,
+    dt: Any,
+    spread: float | None,
+    reduction: str,
 ) -> Probe:
     X = (rng.normal(size=(B, N)) * scale).astype(dt)
     W = rng.normal(size=(T, N)).astype(dt)
@@ -508,5 +548,6 @@ LAYER_GRAD_W = Kind(
 )
 
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (SOFTMAX, LOG_SOFTMAX, SOFTMAX_JACOBIAN, SOFTMAX_BACKWARD, CROSS_ENTROPY_GRAD, LAYER_GRAD_W)
+    k.name: k
+    for k in (SOFTMAX, LOG_SOFTMAX, SOFTMAX_JACOBIAN, SOFTMAX_BACKWARD, CROSS_ENTROPY_GRAD, LAYER_GRAD_W)
 }

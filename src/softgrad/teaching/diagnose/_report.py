@@ -7,13 +7,13 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 _STEP_UNKNOWN: dict[str, str] = {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def step_text(topic: str, key: str) -> dict[str, str]:
     """The rule and LaTeX of a derivation step, from :func:`softgrad.derive` (empty if absent)."""
     try:
@@ -111,7 +111,9 @@ class Diagnosis:
 
         buf = io.StringIO()
         tty = sys.stdout.isatty()
-        Console(file=buf, force_terminal=tty, no_color=not tty, width=100, highlight=False).print(_renderable(self))
+        Console(file=buf, force_terminal=tty, no_color=not tty, width=100, highlight=False).print(
+            _renderable(self)
+        )
         return buf.getvalue().rstrip() + "\n"
 
     def __repr__(self) -> str:

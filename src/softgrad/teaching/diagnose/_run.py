@@ -90,7 +90,10 @@ def observe(fn: Callable[..., Any], probe: Probe, exact: np.ndarray, seconds_lef
             result = fn(*copies)
         obs.output = to_array(result)
     except _TimeUp:
-        obs.error, obs.error_type = f"timed out (the {seconds_left:.1f} s left of the time budget ran out)", "timeout"
+        obs.error, obs.error_type = (
+            f"timed out (the {seconds_left:.1f} s left of the time budget ran out)",
+            "timeout",
+        )
     except Exception as exc:  # the user's code may raise anything: record it as evidence
         obs.error, obs.error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
     obs.seconds = time.perf_counter() - start
@@ -102,14 +105,18 @@ def observe(fn: Callable[..., Any], probe: Probe, exact: np.ndarray, seconds_lef
     return obs
 
 
-def observe_all(fn: Callable[..., Any], probes: list[tuple[Probe, np.ndarray]], budget: float) -> list[Observation]:
+def observe_all(
+    fn: Callable[..., Any], probes: list[tuple[Probe, np.ndarray]], budget: float
+) -> list[Observation]:
     """Observe every probe until the time budget (seconds, all calls together) is spent."""
     deadline = time.perf_counter() + budget
     out = []
     for probe, exact in probes:
         left = deadline - time.perf_counter()
         if left <= 0:
-            out.append(Observation(probe, exact, error="skipped: the time budget was spent", error_type="timeout"))
+            out.append(
+                Observation(probe, exact, error="skipped: the time budget was spent", error_type="timeout")
+            )
             continue
         out.append(observe(fn, probe, exact, left))
     return out
