@@ -81,6 +81,8 @@ class Sym(Expr):
     idx: tuple[str, ...] = ()
     tex: str = ""
     text: str = ""
+    tex_fmt: str = ""  # with indices filled in by str.format: r"\pi({0} \mid s)"
+    text_fmt: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +107,7 @@ class Div(Expr):
 @dataclass(frozen=True, eq=False)
 class Neg(Expr):
     arg: Expr
-    prec = NEG
+    prec = MUL  # a negative factor inside a product gets parentheses: a·(−b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +126,11 @@ class Exp(Expr):
 @dataclass(frozen=True, eq=False)
 class Log(Expr):
     arg: Expr
-    prec = MUL  # a prefix operator that extends to the right, like a sum
+
+    @property
+    def prec(self) -> int:  # type: ignore[override]
+        # log S_k binds like a function call; log Σ_k ... extends to the right, like the sum
+        return ATOM if _is_atomic(self.arg) else MUL
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,8 +209,9 @@ class Eye(Expr):
 # --- builders ---------------------------------------------------------------------------------
 
 
-def sym(key: str, *idx: str, tex: str = "", text: str = "") -> Sym:
-    return Sym(key, tuple(idx), tex or key, text or tex or key)
+def sym(key: str, *idx: str, tex: str = "", text: str = "", tex_fmt: str = "", text_fmt: str = "") -> Sym:
+    """``key`` with indices ``idx`` (index names, or digits for a fixed entry such as ``x_1``)."""
+    return Sym(key, tuple(idx), tex or key, text or tex or key, tex_fmt, text_fmt or tex_fmt)
 
 
 def delta(a: str, b: str) -> Delta:
@@ -259,7 +266,9 @@ def _is_atomic(e: Expr) -> bool:
 
 def _last_extends_right(e: Expr) -> bool:
     """Sums, logs and ∂/∂v(...) swallow what follows them: parenthesize them unless last."""
-    return isinstance(e, Sum | Log) or (isinstance(e, Deriv) and not _is_atomic(e.f))
+    if isinstance(e, Log):
+        return not _is_atomic(e.arg)
+    return isinstance(e, Sum) or (isinstance(e, Deriv) and not _is_atomic(e.f))
 
 
 class _Printer:
@@ -306,6 +315,8 @@ class LatexPrinter(_Printer):
         return rf"\left({s}\right)"
 
     def _sym(self, e: Sym) -> str:
+        if e.tex_fmt:
+            return e.tex_fmt.format(*e.idx)
         if not e.idx:
             return e.tex
         return f"{e.tex}_{{{''.join(e.idx)}}}"
@@ -377,6 +388,8 @@ class TextPrinter(_Printer):
         return f"({s})"
 
     def _sym(self, e: Sym) -> str:
+        if e.text_fmt:
+            return e.text_fmt.format(*e.idx)
         name = e.text
         if not e.idx:
             return name
@@ -400,7 +413,7 @@ class TextPrinter(_Printer):
 
     def _div(self, e: Div) -> str:
         num = self.child(e.num, MUL + 1 if not _is_atomic(e.num) else ATOM)
-        den = self.child(e.den, ATOM)
+        den = self.child(e.den, POW)
         if isinstance(e.num, Div | Mul):
             num = self.paren(self(e.num))
         return f"{num} / {den}"
@@ -417,7 +430,7 @@ class TextPrinter(_Printer):
     def _log(self, e: Log) -> str:
         arg = self(e.arg)
         if not (_is_atomic(e.arg) or isinstance(e.arg, Sum)):
-            arg = self.paren(arg)
+            return f"log{self.paren(arg)}"
         return f"log {arg}"
 
     def _func(self, e: Func) -> str:

@@ -42,6 +42,8 @@ def numbers_latex(value: Any) -> str:
         return fmt_number(float(a))
     if a.ndim == 1:
         a = a[:, None]  # vectors are columns
+    elif a.ndim > 2:
+        a = a.reshape(a.shape[0], -1)  # the Hessian as n × n², column j·n + k
     body = r" \\ ".join(" & ".join(fmt_number(v) for v in row) for row in a)
     return rf"\begin{{pmatrix}} {body} \end{{pmatrix}}"
 
