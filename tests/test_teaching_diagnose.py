@@ -273,3 +273,15 @@ def test_bad_arguments_raise_naming_them():
 def test_top_level_lazy_name():
     assert sg.diagnose is diagnose
     assert "diagnose" in sg.__all__
+
+
+def test_docs_document_every_catalog_entry():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "diagnose.md").read_text()
+    for m in CATALOG:
+        assert f"| `{m.id}` |" in text, m.id
+        if m.step is not None:
+            assert f"### `{m.id}`" in text, m.id
+            topic, key = m.step
+            assert f"| `{topic}` / `{key}` |" in text, m.id

@@ -61,15 +61,7 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
         cand = a.candidate
         if cand is None or mistake not in cand.mistakes:
             return None
-        best: tuple[float, Any] | None = None
-        for o in a.regular:
-            c = a.evaluate(cand, o.probe)
-            pair = align(c, o.exact)
-            gap = np.inf if pair is None else float(np.max(np.abs(pair[0] - pair[1]), initial=0.0))
-            if best is None or gap > best[0]:
-                best = (gap, o)
-        assert best is not None
-        o = best[1]
+        o = _telling_probe(a, cand)
         c = a.evaluate(cand, o.probe)
         formula = " and ".join(cand.labels(mistake))
         others = [m for m in cand.mistakes if m != mistake]
@@ -82,7 +74,11 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
         pair = align(c, o.exact)
         assert o.output is not None
         if pair is None:
-            where = f"it returns shape {o.output.shape} where the exact answer has shape {o.exact.shape}"
+            head = np.array2string(np.ravel(o.output)[:4], precision=4, separator=", ")
+            where = (
+                f"it returns shape {o.output.shape} (first entries {head}) where the exact answer has "
+                f"shape {o.exact.shape}"
+            )
             numbers |= {"shape": list(o.output.shape), "exact_shape": list(o.exact.shape)}
         else:
             cc, ee = np.atleast_1d(pair[0]), np.atleast_1d(pair[1])
@@ -97,12 +93,22 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
             }
             where = f"at entry {idx}: yours {uu[i]:.6g}, that formula {cc[i]:.6g}, exact {ee[i]:.6g}"
         summary = (
-            f"Your answers equal {formula}{also} on all {len(a.regular)} regular probes. "
+            f"Your answers match «{formula}»{also} on all {len(a.regular)} regular probes. "
             f"On probe '{o.probe.name}' ({o.probe.what}) {where}."
         )
         return Evidence(summary, o.probe.name, numbers)
 
     return matches
+
+
+def _telling_probe(a: Analysis, cand: Any) -> Any:
+    """The first regular probe (simplest first) where the candidate clearly differs from exact."""
+    gaps = []
+    for o in a.regular:
+        pair = align(a.evaluate(cand, o.probe), o.exact)
+        gaps.append(np.inf if pair is None else float(np.max(np.abs(pair[0] - pair[1]), initial=0.0)))
+    top = max(gaps)
+    return next(o for o, g in zip(a.regular, gaps, strict=True) if g >= 0.25 * top)
 
 
 def _edges(verdict: str) -> Callable[[Analysis], list[EdgeCheck]]:
@@ -116,12 +122,13 @@ def _edge_evidence(verdict: str, why: str) -> Callable[[Analysis], Evidence | No
             return None
         lines = [
             f"'{e.obs.probe.name}' ({e.obs.probe.what}, {np.dtype(e.obs.probe.dtype).name}): {e.detail}"
-            for e in hits
+            for e in hits[:3]
         ]
+        more = f" (and {len(hits) - 3} more probes)" if len(hits) > 3 else ""
         ok = [e.obs.probe.name for e in a.edges if e.verdict == "ok"]
-        summary = f"{why} On " + "; on ".join(lines) + "."
+        summary = f"{why} On " + "; on ".join(lines) + more + "."
         if ok:
-            summary += f" Fine on {', '.join(ok)}."
+            summary += f" Right on {', '.join(ok)}."
         numbers = {"probes": [e.obs.probe.name for e in hits], "details": [e.detail for e in hits]}
         return Evidence(summary, hits[0].obs.probe.name, numbers)
 
@@ -374,7 +381,7 @@ CATALOG: tuple[Mistake, ...] = (
         "With logits z = X Wᵀ and W of shape (T, N), ∂L/∂W = (S − Y)ᵀ X has W's shape (T, N). Xᵀ(S − Y) "
         "is the gradient for the other convention, z = X W with W of shape (N, T).",
         "dW = (S - Y).T @ X / B, the same shape as W.",
-        ("cross_entropy_layer", "outer-product"),
+        ("cross_entropy_layer", "convention"),
         _by_candidate("transposed"),
     ),
     Mistake(

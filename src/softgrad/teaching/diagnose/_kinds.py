@@ -151,7 +151,11 @@ P_STAGE = (
 )
 P_STAGE_TAKES = (
     Variant(None, "S (the probabilities)", lambda p, _: softmax(p.data["x"])),
-    Variant("logits-for-probs", "the formula applied to the wrong input", _logits_for_probs),
+    Variant(
+        "logits-for-probs",
+        "the formula at the wrong point: S replaced by softmax(S) (takes=probs) or by x (takes=logits)",
+        _logits_for_probs,
+    ),
     Variant("double-softmax", "softmax(softmax(x))", _double_softmax),
     Variant(
         "wrong-axis",
@@ -286,13 +290,18 @@ _XENT_FORMULAS = (
 
 _SCALES = (
     Variant(None, "the reduction's 1/B (mean) or 1 (sum)", lambda p, v: v * reduction_factor(p)),
-    Variant("batch-scale", "times B", lambda p, v: v * reduction_factor(p) * p.data["B"]),
-    Variant("batch-scale", "divided by B", lambda p, v: v * reduction_factor(p) / p.data["B"]),
-    Variant("batch-scale", "times 2", lambda p, v: v * reduction_factor(p) * 2.0),
-    Variant("batch-scale", "divided by 2", lambda p, v: v * reduction_factor(p) / 2.0),
+    Variant("batch-scale", "the exact gradient times B", lambda p, v: v * reduction_factor(p) * p.data["B"]),
+    Variant(
+        "batch-scale", "the exact gradient divided by B", lambda p, v: v * reduction_factor(p) / p.data["B"]
+    ),
+    Variant("batch-scale", "the exact gradient times 2", lambda p, v: v * reduction_factor(p) * 2.0),
+    Variant("batch-scale", "the exact gradient divided by 2", lambda p, v: v * reduction_factor(p) / 2.0),
 )
 
-_SIGNS = (_identity("sign kept"), Variant("sign-flipped", "negated (Y - S)", lambda p, v: -v))
+_SIGNS = (
+    _identity("sign kept"),
+    Variant("sign-flipped", "the negated gradient (Y - S instead of S - Y)", lambda p, v: -v),
+)
 
 
 # --- the kinds -----------------------------------------------------------------------------------
@@ -421,7 +430,7 @@ SOFTMAX_BACKWARD = Kind(
             Variant(None, "S ⊙ (g - g·S)", lambda p, s: vjp(s, _g(p))),
             Variant("diagonal-only", "S ⊙ (1 - S) ⊙ g", lambda p, s: s * (1 - s) * _g(p)),
             Variant("summed-jacobian", "0 (the derivative of Σ S_i)", lambda p, s: np.zeros_like(s)),
-            Variant("upstream-ignored", "g itself, unchanged", lambda p, s: _g(p)),
+            Variant("upstream-ignored", "g itself, passed through unchanged", lambda p, s: _g(p)),
             Variant("upstream-ignored", "the Jacobian itself, g never used", lambda p, s: jac(s)),
             Variant("jacobian-applied-twice", "J (J g)", lambda p, s: vjp(s, vjp(s, _g(p)))),
             Variant(
@@ -542,7 +551,10 @@ LAYER_GRAD_W = Kind(
         tuple(Variant(v.mistake, f"({v.label})ᵀ X", _times_x(v.fn)) for v in _XENT_FORMULAS),
         _SCALES,
         _SIGNS,
-        (_identity("(T, N) layout"), Variant("transposed", "transposed, (N, T)", lambda p, v: v.T)),
+        (
+            _identity("(T, N) layout"),
+            Variant("transposed", "the transpose, of shape (N, T)", lambda p, v: v.T),
+        ),
     ),
     uses_reduction=True,
 )
