@@ -760,6 +760,141 @@ def layer_constant(X, W, y):
     return np.ones(W.shape)
 
 
+# === more styles of the same mistakes =========================================================
+
+
+@impl("softmax", "mutates-input", style="torch")
+def softmax_torch_shares_memory(x):
+    torch = _torch()
+    t = torch.from_numpy(x)  # shares memory with x
+    t -= t.max(dim=-1, keepdim=True).values
+    return torch.softmax(t, dim=-1)
+
+
+@impl("softmax", "wrong-axis", style="loops")
+def softmax_loops_one_total(x):
+    rows = np.atleast_2d(x)
+    m = max(max(row) for row in rows)
+    total = sum(math.exp(v - m) for row in rows for v in row)
+    return np.array([[math.exp(v - m) / total for v in row] for row in rows]).reshape(np.shape(x))
+
+
+@impl("softmax", "double-softmax", style="loops")
+def softmax_loops_twice(x):
+    return softmax_loops(softmax_loops(x))
+
+
+@impl("softmax", "unrecognized", style="torch")
+def softmax_torch_temperature(x):
+    return _torch().softmax(_t(x) / 1.01, dim=-1)  # a stray temperature
+
+
+@impl("log_softmax", "log-of-softmax", style="loops")
+def log_softmax_loops_of_softmax(x):
+    s = softmax_loops(x)
+    return np.array([[math.log(v) for v in row] for row in np.atleast_2d(s)]).reshape(np.shape(x))
+
+
+@impl("softmax_jacobian", "logits-for-probs", takes="probs", style="torch")
+def jacobian_torch_autograd_of_probs(s):
+    torch = _torch()  # autograd of softmax at s: the Jacobian at the wrong point
+    return torch.autograd.functional.jacobian(lambda t: torch.softmax(t, dim=-1), _t(s))
+
+
+@impl("softmax_jacobian", "logits-for-probs", style="loops")
+def jacobian_loops_on_logits(x):
+    n = len(x)
+    return np.array([[x[i] * ((i == j) - x[j]) for j in range(n)] for i in range(n)])
+
+
+@impl("softmax_backward", "cross-batch-jacobian", takes="probs", style="torch")
+def backward_flattened_torch(s, g):
+    torch = _torch()
+    f = _t(s).reshape(-1)
+    J = torch.diag(f) - torch.outer(f, f)
+    return (J @ _t(g).reshape(-1)).reshape(s.shape)
+
+
+@impl("softmax_backward", "cross-batch-jacobian", takes="probs", style="einsum")
+def backward_flattened_einsum(s, g):
+    f, h = s.reshape(-1), g.reshape(-1)
+    return (np.einsum("i,i->i", f, h) - f * np.einsum("j,j->", f, h)).reshape(s.shape)
+
+
+@impl("softmax_backward", "upstream-ignored", takes="probs", style="loops")
+def backward_loops_no_g(s, g):
+    S = np.atleast_2d(s)
+    n = S.shape[1]
+    out = [
+        [sum(S[b, i] * ((i == j) - S[b, j]) for i in range(n)) for j in range(n)] for b in range(S.shape[0])
+    ]
+    return np.array(out).reshape(np.shape(s)) + g  # "the local gradient plus the incoming one"
+
+
+@impl("softmax_backward", "raised", takes="probs")
+def backward_vector_only(s, g):
+    J = np.diag(s) - np.outer(s, s)  # a batch: shapes (B,) and (Bn, Bn) do not broadcast
+    return J @ g
+
+
+@impl("softmax_backward", "jacobian-applied-twice", takes="probs", style="torch")
+def backward_twice_torch(s, g):
+    torch = _torch()
+    t = _t(s)
+    J = torch.diag_embed(t) - t.unsqueeze(-1) * t.unsqueeze(-2)
+    return (J @ (J @ _t(g).unsqueeze(-1))).squeeze(-1)
+
+
+@impl("cross_entropy_grad", "swapped-index", style="loops")
+def xent_swapped_loops(z, y):
+    B, n = z.shape
+    s = xent_sum(z, y) + one_hot(y, n)
+    return np.array([[(s[b, y[b]] - (i == y[b])) / B for i in range(n)] for b in range(B)])
+
+
+@impl("cross_entropy_grad", "sign-flipped", style="loops")
+def xent_loops_flipped(z, y):
+    return -xent_loops(z, y)
+
+
+@impl("cross_entropy_grad", "batch-scale", style="loops")
+def xent_loops_summed_for_mean(z, y):
+    return xent_loops(z, y) * len(y)
+
+
+@impl("cross_entropy_grad", "jacobian-applied-twice", style="torch")
+def xent_through_softmax_backward(z, y):
+    torch = _torch()
+    t = _t(z).clone().requires_grad_(True)
+    s = torch.softmax(t, dim=1)
+    d = (s - torch.nn.functional.one_hot(_t(y), z.shape[1])).detach() / len(y)
+    s.backward(d)  # the softmax layer's backward, after the fused S - Y
+    return t.grad
+
+
+@impl("cross_entropy_grad", "upstream-ignored", "unrecognized", style="torch")
+def xent_torch_dl_ds(z, y):
+    torch = _torch()
+    s = torch.softmax(_t(z), dim=1)
+    return -torch.nn.functional.one_hot(_t(y), z.shape[1]) / s / len(y)
+
+
+@impl("layer_grad_W", "transposed", style="einsum")
+def layer_transposed_einsum(X, W, y):
+    s = stable_softmax(np.einsum("bn,tn->bt", X, W))
+    return np.einsum("bn,bt->nt", X, s - one_hot(y, W.shape[0])) / len(y)
+
+
+@impl("layer_grad_W", "sign-flipped", "batch-scale", style="loops")
+def layer_loops_flipped_summed(X, W, y):
+    return -layer_loops(X, W, y) * len(y)
+
+
+@impl("layer_grad_W", "unrecognized", style="torch")
+def layer_autograd_with_bias_decay(X, W, y):
+    return layer_autograd(X, W, y) + 1e-3 * _t(W)  # weight decay where none belongs
+
+
 # === rates ======================================================================================
 
 

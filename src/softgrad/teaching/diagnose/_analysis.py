@@ -210,6 +210,14 @@ def check_edge(analysis: Analysis, obs: Observation) -> EdgeCheck:
     if obs.output is None:
         if obs.error_type in ("OverflowError", "FloatingPointError") and probe.edge in ("overflow", "large"):
             return EdgeCheck(obs, "overflow", f"raised {obs.error}")
+        if (
+            kind.name == "log_softmax"
+            and "math domain error" in (obs.error or "")
+            and probe.edge in ("gap", "large")
+        ):
+            return EdgeCheck(
+                obs, "underflow", f"raised {obs.error} (the log of a probability that underflowed to 0)"
+            )
         return EdgeCheck(obs, "error", obs.error or "no answer")
     pair = align(obs.output, ref)
     if pair is None:

@@ -166,7 +166,7 @@ def _unrecognized(a: Analysis) -> Evidence | None:
 
 
 def _raised(a: Analysis) -> Evidence | None:
-    overflowed = {e.obs.probe.name for e in a.edges if e.verdict == "overflow"}
+    overflowed = {e.obs.probe.name for e in a.edges if e.verdict in ("overflow", "underflow")}
     bad = [o for o in a.observations if o.error is not None and o.probe.name not in overflowed]
     if not bad:
         return None
