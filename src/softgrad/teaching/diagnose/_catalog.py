@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._analysis import Analysis, EdgeCheck, align
+from ._analysis import Analysis, Candidate, EdgeCheck, align
 
 ALL_KINDS = (
     "softmax",
@@ -61,8 +61,9 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
         cand = a.candidate
         if cand is None or mistake not in cand.mistakes:
             return None
-        o = _telling_probe(a, cand)
-        c = a.evaluate(cand, o.probe)
+        without = _without(a, cand, mistake)
+        o = _telling_probe(a, cand, without)
+        c, w = a.evaluate(cand, o.probe), a.evaluate(without, o.probe)
         formula = " and ".join(cand.labels(mistake))
         others = [m for m in cand.mistakes if m != mistake]
         also = f" (together with {', '.join(others)})" if others else ""
@@ -71,27 +72,21 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
             "combined_with": others,
             "regular_probes_matched": len(a.regular),
         }
-        pair = align(c, o.exact)
+        pair = align(c, w)
         assert o.output is not None
         if pair is None:
             head = np.array2string(np.ravel(o.output)[:4], precision=4, separator=", ")
-            where = (
-                f"it returns shape {o.output.shape} (first entries {head}) where the exact answer has "
-                f"shape {o.exact.shape}"
-            )
-            numbers |= {"shape": list(o.output.shape), "exact_shape": list(o.exact.shape)}
+            where = f"it returns shape {o.output.shape} (first entries {head}) where {w.shape} belongs"
+            numbers |= {"shape": list(o.output.shape), "expected_shape": list(w.shape)}
         else:
-            cc, ee = np.atleast_1d(pair[0]), np.atleast_1d(pair[1])
-            i = np.unravel_index(int(np.argmax(np.abs(cc - ee))), cc.shape)
+            cc, ww = np.atleast_1d(pair[0]), np.atleast_1d(pair[1])
+            i = np.unravel_index(int(np.argmax(np.abs(cc - ww))), cc.shape)
             uu = np.atleast_1d(align(o.output, c)[0])  # type: ignore[index]
             idx = tuple(int(k) for k in i)
-            numbers |= {
-                "index": list(idx),
-                "yours": _round(uu[i]),
-                "formula_value": _round(cc[i]),
-                "exact": _round(ee[i]),
-            }
-            where = f"at entry {idx}: yours {uu[i]:.6g}, that formula {cc[i]:.6g}, exact {ee[i]:.6g}"
+            numbers |= {"index": list(idx), "yours": _round(uu[i]), "formula_value": _round(cc[i])}
+            numbers["without_this_mistake" if others else "exact"] = _round(ww[i])
+            right = "without this mistake" if others else "the exact answer"
+            where = f"at entry {idx}: yours {uu[i]:.6g}, that formula {cc[i]:.6g}, {right} {ww[i]:.6g}"
         summary = (
             f"Your answers match «{formula}»{also} on all {len(a.regular)} regular probes. "
             f"On probe '{o.probe.name}' ({o.probe.what}) {where}."
@@ -101,11 +96,17 @@ def _by_candidate(mistake: str) -> Callable[[Analysis], Evidence | None]:
     return matches
 
 
-def _telling_probe(a: Analysis, cand: Any) -> Any:
-    """The first regular probe (simplest first) where the candidate clearly differs from exact."""
+def _without(a: Analysis, cand: Candidate, mistake: str) -> Candidate:
+    """The candidate with the variants of ``mistake`` put right (the exact answer if it is alone)."""
+    choice = tuple(0 if v.mistake == mistake else c for v, c in zip(cand.variants, cand.choice, strict=True))
+    return Candidate(choice, tuple(s[k] for s, k in zip(a.kind.stages, choice, strict=True)))
+
+
+def _telling_probe(a: Analysis, cand: Candidate, without: Candidate) -> Any:
+    """The first regular probe (simplest first) where ``mistake`` clearly changes the answer."""
     gaps = []
     for o in a.regular:
-        pair = align(a.evaluate(cand, o.probe), o.exact)
+        pair = align(a.evaluate(cand, o.probe), a.evaluate(without, o.probe))
         gaps.append(np.inf if pair is None else float(np.max(np.abs(pair[0] - pair[1]), initial=0.0)))
     top = max(gaps)
     return next(o for o, g in zip(a.regular, gaps, strict=True) if g >= 0.25 * top)
@@ -117,7 +118,8 @@ def _edges(verdict: str) -> Callable[[Analysis], list[EdgeCheck]]:
 
 def _edge_evidence(verdict: str, why: str) -> Callable[[Analysis], Evidence | None]:
     def matches(a: Analysis) -> Evidence | None:
-        hits = _edges(verdict)(a)
+        # the probes that prove the mistake (every probability moderate) first
+        hits = sorted(_edges(verdict)(a), key=lambda e: e.obs.probe.edge != "overflow")
         if not hits:
             return None
         lines = [
