@@ -12,6 +12,7 @@ from ...core import softmax as np_softmax
 from ...losses import dense_softmax_jacobian, linear_cross_entropy
 from ._expr import Eye, Neg, Num, d, delta, diag, exp, kron, log, summation, sym
 from ._notation import VEC_S, VEC_X, VEC_Y, S, x, y
+from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
 from ._t_losses import B_SAMPLES, L_BAR, MAT_X, MAT_Y, SIZE_B, SUM_Y, SUM_Y_TEX, L
 
@@ -112,7 +113,7 @@ def _layer_at(xv: Any) -> dict[str, Any]:
     w = fixed_weights(3, len(xv))
     s = np_softmax(w @ xv)
     return {
-        "where": f"At x = {tuple(xv.tolist())}, with T = 3 classes and the weights W below:",
+        "where": f"At x = {numbers_text(xv)}, with T = 3 classes and the weights W below:",
         "x": xv,
         "W": w,
         "z = Wx": w @ xv,
@@ -239,7 +240,7 @@ def _ce_layer_at(xv: Any) -> dict[str, Any]:
     w = fixed_weights(3, len(xv))
     yv = np.eye(3)[0]
     return {
-        "where": f"At x = {tuple(xv.tolist())}, target class 0 (y = e_0), T = 3 and the weights W below:",
+        "where": f"At x = {numbers_text(xv)}, target class 0 (y = e_0), T = 3 and the weights W below:",
         "x": xv,
         "W": w,
         "y": yv,
@@ -409,7 +410,7 @@ def _policy_at(theta: Any) -> dict[str, Any]:
     logits = features @ theta
     p = np_softmax(logits)
     return {
-        "where": f"At θ = {tuple(theta.tolist())}, with 3 actions whose features φ(s, a) are the rows below:",
+        "where": f"At θ = {numbers_text(theta)}, with 3 actions whose features φ(s, a) are the rows below:",
         "theta": theta,
         "phi": features,
         "pi": p,

@@ -12,6 +12,7 @@ from ...core import softmax as np_softmax
 from ...core import softmax_jacobian
 from ._expr import Num, d, exp, log, sigma, softplus, summation, sym
 from ._notation import S, Z, ex, x
+from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
 from ._t_softmax import softmax_definition
 
@@ -54,7 +55,7 @@ def _sigmoid_at(xv: Any) -> dict[str, Any]:
     z = float(xv[1] - xv[0])
     s = np_softmax(xv)
     return {
-        "where": f"At x = {tuple(xv.tolist())}, z = x_1 − x_0 = {z:g}:",
+        "where": f"At x = {numbers_text(xv)}, z = x_1 − x_0 = {z:g}:",
         "x": xv,
         "z": z,
         "S": s,
@@ -232,7 +233,7 @@ def _inverse_at(xv: Any) -> dict[str, Any]:
     with np.errstate(divide="ignore"):
         log_s = np.log(s)
     return {
-        "where": f"At x = {tuple(xv.tolist())}:",
+        "where": f"At x = {numbers_text(xv)}:",
         "x": xv,
         "S": s,
         "log S": log_s,

@@ -15,6 +15,7 @@ from ...core import softmax as np_softmax
 from ...core import softmax_hessian as np_softmax_hessian
 from ._expr import Eye, Ones, Paren, d, delta, diag, hadamard, log, summation, sym
 from ._notation import VEC_G, VEC_S, VEC_X, S, Z, ex, g, x
+from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
 
 
@@ -68,7 +69,7 @@ def _vjp(ctx: Any) -> Any:
 
 
 def _softmax_at(xv: Any) -> dict[str, Any]:
-    where = f"At x = {tuple(xv.tolist())}:"
+    where = f"At x = {numbers_text(xv)}:"
     return {"where": where, "x": xv, "S": np_softmax(xv), "jacobian": softmax_jacobian(xv)}
 
 
@@ -103,24 +104,25 @@ SOFTMAX = TopicSpec(
         StepSpec(
             "quotient-rule",
             "quotient rule",
-            "S_i is a quotient u/v with u = e^{x_i} and v = Σ_k e^{x_k}, so ∂S_i/∂x_j = (u'v − uv')/v². "
-            "The numerator depends on x_j only when i = j (u' = δ_ij e^{x_i}); the denominator always "
-            "does, through its term k = j (v' = e^{x_j}).",
+            "S_i is a quotient u/v with u = exp(x_i) and v = Σ_k exp(x_k), so ∂S_i/∂x_j = (u'v − uv')/v². "
+            "The numerator depends on x_j only when i = j (u' = δ_ij exp(x_i)); the denominator always "
+            "does, through its term k = j (v' = exp(x_j)).",
             J,
             (delta("i", "j") * ex("i") * Z() - ex("i") * ex("j")) / Z() ** 2,
         ),
         StepSpec(
             "factor",
             "factor",
-            "Take e^{x_i}/Σ_k e^{x_k} out of both terms of the numerator.",
+            "Take exp(x_i)/Σ_k exp(x_k) out of both terms of the numerator: one factor of the squared "
+            "denominator goes with it.",
             J,
             (ex("i") / Z()) * (delta("i", "j") - ex("j") / Z()),
         ),
         StepSpec(
             "delta-form",
             "definition of S",
-            "Both fractions are softmax outputs: e^{x_i}/Σ_k e^{x_k} = S_i and e^{x_j}/Σ_k e^{x_k} = S_j. "
-            "This one line holds for every pair i, j.",
+            "Both fractions are softmax outputs: exp(x_i)/Σ_k exp(x_k) = S_i and "
+            "exp(x_j)/Σ_k exp(x_k) = S_j. This one line holds for every pair i, j.",
             J,
             S("i") * (delta("i", "j") - S("j")),
         ),
@@ -195,7 +197,7 @@ def _log_jacobian(ctx: Any) -> Any:
 
 def _log_softmax_at(xv: Any) -> dict[str, Any]:
     return {
-        "where": f"At x = {tuple(xv.tolist())}:",
+        "where": f"At x = {numbers_text(xv)}:",
         "x": xv,
         "log_softmax": np_log_softmax(xv),
         "jacobian": log_softmax_jacobian(xv),
@@ -308,7 +310,7 @@ def Matrix_of(values: list[Any]) -> Any:
 
 def _logsumexp_at(xv: Any) -> dict[str, Any]:
     return {
-        "where": f"At x = {tuple(xv.tolist())}:",
+        "where": f"At x = {numbers_text(xv)}:",
         "x": xv,
         "logsumexp": np_logsumexp(xv),
         "gradient": np_softmax(xv),
@@ -406,7 +408,7 @@ def _hessian(ctx: Any) -> Any:
 def _hessian_at(xv: Any) -> dict[str, Any]:
     n = len(xv)
     return {
-        "where": f"At x = {tuple(xv.tolist())} (the Hessian as n × n², row i, column j·n + k):",
+        "where": f"At x = {numbers_text(xv)} (the Hessian as n × n², row i, column j·n + k):",
         "x": xv,
         "S": np_softmax(xv),
         "hessian": np_softmax_hessian(xv).reshape(n, n * n),
@@ -519,7 +521,7 @@ def _temperature_at(xv: Any) -> dict[str, Any]:
     t = 2.0
     s = np_softmax(xv, temperature=t)
     return {
-        "where": f"At x = {tuple(xv.tolist())} and T = {t:g}:",
+        "where": f"At x = {numbers_text(xv)} and T = {t:g}:",
         "x": xv,
         "T": t,
         "S": s,
