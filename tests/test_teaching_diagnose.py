@@ -296,3 +296,16 @@ def test_diagnose_imports_nothing_from_models_or_interfaces():
         for line, module in imported_modules(path):
             forbidden = module.startswith(("softgrad.models", "softgrad.interfaces"))
             assert not forbidden, (path.name, line, module)
+
+
+def test_time_guard_is_not_swallowed_by_the_users_except():
+    def stubborn(x):
+        while True:
+            try:
+                time.sleep(10)
+            except Exception:
+                pass
+
+    start = time.perf_counter()
+    d = diagnose(stubborn, "softmax", time_limit=0.3)
+    assert time.perf_counter() - start < 3.0 and d.ids == ["raised"]

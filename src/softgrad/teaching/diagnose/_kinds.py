@@ -16,7 +16,7 @@ correct variant.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,6 @@ class Kind:
     stages: tuple[tuple[Variant, ...], ...]
     takes_probs: bool = False
     uses_reduction: bool = False
-    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- the formulas, for any probability vector p (which need not be a softmax) -------------------

@@ -24,8 +24,9 @@ import numpy as np
 from ._kinds import Probe
 
 
-class _TimeUp(Exception):
-    """Raised inside the user's function by the interval timer."""
+class _TimeUp(BaseException):
+    """Raised inside the user's function by the interval timer (not an Exception, so that the
+    user's own ``except Exception`` cannot swallow it)."""
 
 
 @dataclass
