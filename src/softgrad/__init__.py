@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 # Models pull in scikit-learn, so they load on first use: ``sg.SoftmaxRegression``.
 _LAZY_MODELS = ("SoftmaxRegression",)
-# The teaching layer loads on first use too: ``sg.derive``. Name -> subpackage.
-_LAZY = {**dict.fromkeys(_LAZY_MODELS, "models"), "derive": "teaching"}
+# The teaching layer loads on first use too: ``sg.derive``, ``sg.diagnose``. Name -> subpackage.
+_LAZY = {**dict.fromkeys(_LAZY_MODELS, "models"), "derive": "teaching", "diagnose": "teaching"}
 
 __all__ = sorted([*_core_all, *_losses_all, *_LAZY, "config"])
 
