@@ -15,16 +15,14 @@ _STEP_UNKNOWN: dict[str, str] = {}
 
 @cache
 def step_text(topic: str, key: str) -> dict[str, str]:
-    """The rule and LaTeX of a derivation step, from :func:`softgrad.derive` (empty if absent)."""
-    try:
-        from ..derive import derive
-    except ImportError:  # the derivations are not installed in this build
-        return _STEP_UNKNOWN
+    """The rule, LaTeX and Unicode text of a step of :func:`softgrad.derive` (empty if absent)."""
+    from ..derive import derive
+
     try:
         step = derive(topic).step(key)
     except (KeyError, ValueError):
         return _STEP_UNKNOWN
-    return {"rule": str(step.rule), "latex": str(step.latex)}
+    return {"rule": str(step.rule), "latex": str(step.latex), "text": str(step.text)}
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ def _renderable(d: Diagnosis) -> Any:
             line = Text("  step: ", style="bold")
             line.append(f"derive({f.step[0]!r}).step({f.step[1]!r})")
             if info:
-                line.append(f" {info['rule']}: {info['latex']}")
+                line.append(f" {info['rule']}: {info['text']}")  # a terminal shows Unicode, not LaTeX
             parts.append(line)
     return Panel(Group(*parts), title="softgrad diagnose", expand=False)
 
