@@ -1,0 +1,72 @@
+"""Run the explorer: one uvicorn process on a socket bound before it starts.
+
+Binding first means the URL (with the port actually chosen, for ``port=0``) is known and
+printed before the server runs, and a port in use is an error message, not a traceback.
+uvicorn handles Ctrl-C: it stops accepting, closes idle connections and returns within
+``timeout_graceful_shutdown``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import webbrowser
+from collections.abc import Callable
+
+import uvicorn
+
+from .app import LOCAL_HOSTS, create_app
+from .compute import warm_up
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "bind", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (``port=0``: a free one). Raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def _open_when_started(server: object, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while not getattr(server, "started", False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    webbrowser.open(url)
+
+
+def serve(
+    sock: socket.socket,
+    *,
+    open_browser: bool = True,
+    local_only: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Serve the explorer on ``sock`` until Ctrl-C. ``local_only`` accepts only local Host headers."""
+    app = create_app(trusted_hosts=LOCAL_HOSTS if local_only else None)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    url = url_of(sock)
+    warm_up()
+    log(f"softgrad explore: serving on {url}  (Ctrl-C to stop)")
+    if open_browser:
+        threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
+    server.run(sockets=[sock])
