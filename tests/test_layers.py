@@ -19,7 +19,7 @@ import pytest
 import softgrad
 
 PACKAGE = Path(softgrad.__file__).parent
-LAYERS = {"_array": 0, "config": 0, "core": 1, "losses": 2, "models": 3, "interfaces": 4}
+LAYERS = {"_array": 0, "config": 0, "core": 1, "losses": 2, "models": 3, "teaching": 3, "interfaces": 4}
 FACADE = {"softgrad", "softgrad.__main__"}
 TOP = max(LAYERS.values()) + 1
 
@@ -121,7 +121,7 @@ def test_import_loads_no_optional_backend():
     code = (
         "import sys, numpy as np, softgrad as sg\n"
         "sg.softmax(np.array([1.0, 2.0]))\n"
-        "heavy = ('torch', 'jax', 'dask', 'cupy', 'matplotlib', 'sklearn', 'pandas')\n"
+        "heavy = ('torch', 'jax', 'dask', 'cupy', 'matplotlib', 'sklearn', 'pandas', 'sympy')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

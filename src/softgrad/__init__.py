@@ -23,17 +23,19 @@ __version__ = "0.1.0"
 
 # Models pull in scikit-learn, so they load on first use: ``sg.SoftmaxRegression``.
 _LAZY_MODELS = ("SoftmaxRegression",)
+# The teaching layer loads on first use too: ``sg.derive``. Name -> subpackage.
+_LAZY = {**dict.fromkeys(_LAZY_MODELS, "models"), "derive": "teaching"}
 
-__all__ = sorted([*_core_all, *_losses_all, *_LAZY_MODELS, "config"])
+__all__ = sorted([*_core_all, *_losses_all, *_LAZY, "config"])
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODELS:
-        from . import models
+    if name in _LAZY:
+        import importlib
 
-        return getattr(models, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'softgrad' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY_MODELS])
+    return sorted([*globals(), *_LAZY])

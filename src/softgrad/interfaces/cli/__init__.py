@@ -17,7 +17,7 @@ from ._common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-_COMMAND_MODULES = ("_core_cmds", "_loss_cmds", "_model_cmds", "_bench_cmds", "_explore_cmds")
+_COMMAND_MODULES = ("_core_cmds", "_loss_cmds", "_model_cmds", "_bench_cmds", "_derive_cmds", "_explore_cmds")
 
 # argparse reads "-inf" or "-1e5" as an option; logits like these must stay positional.
 _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*(e[+-]?\d+)?|\.\d+(e[+-]?\d+)?|inf(inity)?|nan)$", re.IGNORECASE)
