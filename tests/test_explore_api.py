@@ -382,7 +382,7 @@ def test_no_path_traversal(client, path):
 
 def test_the_static_files_are_package_data():
     """pyproject's package-data globs cover every file the page needs (a wheel would ship them)."""
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     root = Path(__file__).resolve().parents[1]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
@@ -521,3 +521,36 @@ def test_the_app_module_does_not_load_on_import_softgrad():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     assert app_module.create_app is create_app
+
+
+# --- the derivation panel's source -----------------------------------------------------------
+
+
+def test_derive_is_the_teaching_layers_derivation_at_the_scaled_logits(client):
+    teaching = pytest.importorskip("softgrad.teaching")
+    topics = client.get("/api/info").json()["topics"]
+    assert "softmax" in topics and set(topics) <= {"softmax", "cross_entropy", "softmax_layer"}
+    for topic in topics:
+        point = [1.0, 2.0, 3.0] if "layer" not in topic else [1.0, -2.0]
+        d = post(client, "/api/derive", {"topic": topic, "logits": point, "temperature": 2.0})
+        want = teaching.derive(topic, at=[v / 2.0 for v in point]).to_dict()
+        assert d == compute.jsonable(want), topic
+    plain = post(client, "/api/derive", {"topic": "softmax"})
+    assert plain["at"] is None and plain["steps"] and plain["definition"]
+    keys = [s["key"] for s in plain["steps"]]
+    assert {"quotient-rule", "delta-form", "matrix-form", "vjp"} <= set(keys)
+    # the numbers at the point are the ones the page shows beside them
+    at = post(client, "/api/derive", {"topic": "softmax", "logits": [1.0, 2.0, 3.0]})["at"]
+    view = post(client, "/api/compute", {"logits": [1.0, 2.0, 3.0]})
+    np.testing.assert_allclose(at["S"], view["softmax"], rtol=1e-15)
+    np.testing.assert_allclose(at["jacobian"], view["jacobian"], rtol=1e-14, atol=1e-17)
+
+
+def test_bad_derive_requests(client, monkeypatch):
+    pytest.importorskip("softgrad.teaching")
+    assert_refused(client.post("/api/derive", json={"topic": "nope"}), 422, "topic", "softmax")
+    assert_refused(client.post("/api/derive", json={"topic": "softmax", "logits": []}), 422, "logits")
+    bad_t = {"topic": "softmax", "logits": [1.0], "temperature": 0}
+    assert_refused(client.post("/api/derive", json=bad_t), 422, "temperature")
+    monkeypatch.setattr(app_module, "_topics", lambda: ())
+    assert_refused(client.post("/api/derive", json={"topic": "softmax"}), 503, "softgrad.teaching")

@@ -116,7 +116,7 @@ def _endpoint(
 def _topics() -> tuple[str, ...]:
     """The derivation topics the page offers, when :mod:`softgrad.teaching` is installed."""
     try:
-        from ...teaching import TOPICS  # type: ignore[attr-defined, unused-ignore]
+        from ...teaching import TOPICS
     except ImportError:
         return ()
     return tuple(t for t in TOPICS_SHOWN if t in TOPICS)
@@ -144,7 +144,7 @@ def _run_timing(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_derive(a: dict[str, Any]) -> dict[str, Any]:
-    return compute.derivation(a["topic"], a["logits"])
+    return compute.derivation(a["topic"], a["logits"], temperature=a["temperature"])
 
 
 async def _info(request: Request) -> Response:

@@ -230,11 +230,17 @@ def timing(sizes: Sequence[int], *, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-def derivation(topic: str, logits: Sequence[float] | None) -> dict[str, Any]:
-    """``derive(topic, at=logits).to_dict()`` from :mod:`softgrad.teaching` (sympy loads here)."""
-    from ...teaching import derive  # type: ignore[attr-defined, unused-ignore]
+def derivation(topic: str, logits: Sequence[float] | None, *, temperature: float = 1.0) -> dict[str, Any]:
+    """``derive(topic, at=z).to_dict()`` from :mod:`softgrad.teaching` at ``z = logits / T``.
 
-    return derive(topic, at=None if logits is None else list(logits)).to_dict()  # type: ignore[no-any-return]
+    The derivations are written for T = 1; at the scaled logits their numbers (S, the
+    Jacobian of S with respect to z, the gradient) are those of the page. For the layer topics
+    ``logits`` is the layer's input x (and ``temperature`` 1).
+    """
+    from ...teaching import derive
+
+    at = None if logits is None else (np.asarray(logits, dtype=np.float64) / temperature).tolist()
+    return derive(topic, at=at).to_dict()
 
 
 def warm_up() -> None:

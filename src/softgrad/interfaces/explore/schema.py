@@ -169,12 +169,12 @@ def parse_timing(body: bytes) -> dict[str, Any]:
 
 
 def parse_derive(body: bytes, topics: tuple[str, ...]) -> dict[str, Any]:
-    """``{"topic": one of topics, "logits": [...] | null}``."""
-    data = parse_object(body, ("topic", "logits"))
+    """``{"topic": one of topics, "logits": [...] | null, "temperature": T = 1}``."""
+    data = parse_object(body, ("topic", "logits", "temperature"))
     topic = data.get("topic")
     if topic not in topics:
         raise _invalid(f"topic must be one of {', '.join(topics)}; got {_short(topic)}")
     logits = data.get("logits")
     if logits is not None:
         logits = _numbers(logits, "logits", MAX_LOGITS)
-    return {"topic": topic, "logits": logits}
+    return {"topic": topic, "logits": logits, "temperature": _temperature(data.get("temperature", 1.0))}

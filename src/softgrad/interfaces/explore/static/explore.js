@@ -7,7 +7,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_SLIDERS = 16;
 const CHART_MAX_BARS = 512;
 
-const state = { logits: [], temperature: 1, target: 0, topic: "softmax", topics: [], limits: {} };
+const state = { logits: [], temperature: 1, target: 0, layerX: [], topic: "softmax", topics: [], limits: {} };
 let sliderRange = null; // [lo, hi] of the sliders, kept while they are dragged
 
 // ---- talking to the server -------------------------------------------------------------
@@ -176,7 +176,7 @@ function heatMap(host, matrix, { size = 420, maxCell = 90, onHover, showValues, 
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       svg("rect", { x: pad + j * cellSize, y: pad + i * cellSize, width: cellSize + 0.3, height: cellSize + 0.3,
-        fill: heatColor(matrix[i][j], span) }, root);
+        fill: heatColor(matrix[i][j], span), class: "cell" }, root);
       if (showValues) {
         const t = svgText(root, pad + (j + 0.5) * cellSize, pad + (i + 0.5) * cellSize + 4, fmt(matrix[i][j], 3));
         if (Math.abs(matrix[i][j]) > 0.6 * span) t.setAttribute("style", "fill:#fff");
@@ -268,7 +268,7 @@ const requestCompute = latestOnly(async () => {
     window.softgradFirstProbabilitiesMs = performance.now();
     performance.mark("softgrad:first-probabilities");
   }
-  if (state.topic !== "softmax_layer") requestDerivation();
+  if (!state.topic.includes("layer")) requestDerivation();
 });
 
 function showError(message) {
@@ -316,7 +316,7 @@ function renderJacobian(d) {
   });
 }
 
-function vector(values, limit = 5) {
+function vector(values, limit = 4) {
   const shown = values.slice(0, limit).map((v) => fmt(v, 4));
   return `[${shown.join(", ")}${values.length > limit ? ", …" : ""}]`;
 }
@@ -337,13 +337,13 @@ function renderStability(d) {
     `${fmt(lab.float64.exp_overflow, 2)} in float64; here the largest z = x/T is <b>${fmt(zmax, 4)}</b>. ` +
     "The naive softmax computes exp(z)/Σexp(z) with no shift, and log(softmax) takes the log of that; softgrad " +
     "subtracts the maximum and builds log-softmax on log-sum-exp.";
-  const table = tableOf(["dtype", "x rounded to the dtype", "", "naive", "softgrad"], []);
+  const table = tableOf(["dtype", "x rounded to the dtype", "", "naive: exp(z) / Σ exp(z) and its log", "softgrad: softmax, log_softmax"], []);
   table.className = "stab";
   const body = table.tBodies[0];
   for (const name of ["float16", "float32", "float64"]) {
     const r = lab[name];
-    [["softmax", "exp(z) / Σ exp(z)", "naive_softmax", "softmax", false],
-      ["log_softmax", "log(softmax)  vs  log_softmax", "naive_log_softmax", "log_softmax", true]].forEach(([what, label, naive, ours, logs], k) => {
+    [["softmax", "softmax", "naive_softmax", "softmax", false],
+      ["log_softmax", "log-softmax", "naive_log_softmax", "log_softmax", true]].forEach(([what, label, naive, ours, logs], k) => {
       const tr = body.insertRow();
       if (k === 0) {
         const dt = text(name, "dtype");
@@ -438,14 +438,15 @@ const requestLayer = latestOnly(async () => {
   const bText = $("layer-b").value.trim();
   const T = W.length;
   const target = T > 0 ? fillTargets($("layer-target"), T, Number($("layer-target").value || 0)) : 0;
-  const body = { x: parseList($("layer-x").value), W, b: bText === "" ? null : parseList(bText), target };
+  state.layerX = parseList($("layer-x").value);
+  const body = { x: state.layerX, W, b: bText === "" ? null : parseList(bText), target };
   const res = await api("/api/layer", body);
   const err = $("layer-error");
   err.hidden = res.ok;
   err.textContent = res.ok ? "" : res.error;
   $("layer").classList.toggle("stale", !res.ok);
   if (res.ok) renderLayer(res.data);
-  if (state.topic === "softmax_layer") requestDerivation();
+  if (state.topic.includes("layer")) requestDerivation();
 });
 
 function renderLayer(d) {
@@ -490,13 +491,17 @@ const loadDerivation = latestOnly(async () => {
     host.innerHTML = '<p class="muted">Derivations need <code>softgrad.teaching</code>, which this installation lacks.</p>';
     return;
   }
-  const at = state.topic === "softmax_layer" ? null : state.logits;
-  const res = await api("/api/derive", { topic: state.topic, logits: Array.isArray(at) && at.every((v) => typeof v === "number") ? at : null });
+  // The derivations are written at T = 1: the server evaluates them at z = x / T (layer topics: at the layer's x).
+  const layer = state.topic.includes("layer");
+  const point = layer ? state.layerX : state.logits;
+  const numeric = Array.isArray(point) && point.length > 0 && point.every((v) => typeof v === "number");
+  const temperature = !layer && typeof state.temperature === "number" && state.temperature > 0 ? state.temperature : 1;
+  const res = await api("/api/derive", { topic: state.topic, logits: numeric ? point : null, temperature });
   if (!res.ok) { host.replaceChildren(errorLine(res.error)); return; }
-  renderDerivation(host, res.data);
+  renderDerivation(host, res.data, temperature);
 });
 
-function renderDerivation(host, d) {
+function renderDerivation(host, d, temperature) {
   host.replaceChildren();
   const title = document.createElement("h3");
   title.textContent = d.title || d.topic;
@@ -521,21 +526,33 @@ function renderDerivation(host, d) {
     box.classList.add("result");
     host.append(box);
   }
-  if (d.at && typeof d.at === "object") host.append(atTable(d.at));
+  if (d.at && typeof d.at === "object") host.append(atPoint(d.at, temperature));
 }
 
-function atTable(at) {
+const AT_SYMBOLS = { x: "x", y: "y", S: "S", loss: "L", gradient: "\\tfrac{\\partial L}{\\partial x}", jacobian: "J" };
+
+function atPoint(at, temperature) {
   const wrap = document.createElement("div");
   wrap.className = "at";
-  const rows = Object.entries(at).map(([k, v]) => [text(k), text(Array.isArray(v) ? vectorDeep(v) : typeof v === "number" ? fmt(v) : String(v), "num")]);
-  const t = tableOf(["at this point", "value"], rows);
-  t.querySelectorAll("td").forEach((td) => { td.style.textAlign = "left"; });
-  wrap.append(t);
+  wrap.dataset.testid = "derivation-at";
+  let where = at.where || "At this point:";
+  if (temperature !== 1) where += ` (z = x / T with T = ${temperature}: the derivation's x is the page's z)`;
+  wrap.append(para(where, "expl"));
+  for (const [key, value] of Object.entries(at)) {
+    if (key === "where") continue;
+    const symbol = AT_SYMBOLS[key] || `\\text{${key.replace(/[^A-Za-z0-9 ]/g, " ")}}`;
+    wrap.append(display(`${symbol} = ${latexValue(value)}`));
+  }
   return wrap;
 }
 
-function vectorDeep(v) {
-  return Array.isArray(v) ? `[${v.slice(0, 6).map(vectorDeep).join(", ")}${v.length > 6 ? ", …" : ""}]` : typeof v === "number" ? fmt(v, 4) : String(v);
+function latexValue(v, limit = 6) {
+  const num = (x) => (typeof x === "number" ? fmt(x, 4) : String(x));
+  if (!Array.isArray(v)) return num(v);
+  const cut = (a) => (a.length > limit ? [...a.slice(0, limit - 1), "\\cdots"] : a);
+  if (!v.some(Array.isArray)) return `\\begin{bmatrix} ${cut(v.map(num)).join(" & ")} \\end{bmatrix}`;
+  const rows = cut(v.map((row) => cut(row.map(num)).join(" & ")));
+  return `\\begin{bmatrix} ${rows.join(" \\\\ ")} \\end{bmatrix}`;
 }
 
 function para(s, cls) {
