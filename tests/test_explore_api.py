@@ -554,3 +554,15 @@ def test_bad_derive_requests(client, monkeypatch):
     assert_refused(client.post("/api/derive", json=bad_t), 422, "temperature")
     monkeypatch.setattr(app_module, "_topics", lambda: ())
     assert_refused(client.post("/api/derive", json={"topic": "softmax"}), 503, "softgrad.teaching")
+
+
+def test_the_listening_socket_says_it_is_tcp_so_replies_are_not_held_by_nagle():
+    """Regression: a socket made with proto 0 kept asyncio from setting TCP_NODELAY on each
+    connection, and every keep-alive reply's body waited ~40 ms for a delayed ACK."""
+    from softgrad.interfaces.explore.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

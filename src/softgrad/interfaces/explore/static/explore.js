@@ -53,7 +53,7 @@ function fmt(v, digits = 6) {
   if (typeof v === "string") return v === "nan" ? "NaN" : v.replace("inf", "∞");
   if (v === 0) return (0).toFixed(digits);
   const a = Math.abs(v);
-  if (a < 1e-4 || a >= 1e7) return v.toExponential(Math.max(4, digits - 2));
+  if (a < Math.max(1e-4, 10 ** -digits) || a >= 1e7) return v.toExponential(Math.max(3, digits - 2));
   return v.toFixed(digits);
 }
 
