@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -566,3 +567,38 @@ def test_the_listening_socket_says_it_is_tcp_so_replies_are_not_held_by_nagle():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_stop_work_ends_a_timing_and_warm_up_clears_it():
+    compute.stop_work()
+    try:
+        with pytest.raises(compute.Stopped):
+            compute.timing([16])
+    finally:
+        compute.warm_up()
+    assert compute.timing([16])[0]["n"] == 16
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_ctrl_c_during_a_long_timing_exits_promptly():
+    """The timing runs in a worker thread that the process waits for: Ctrl-C must end it too."""
+    proc, url = start_command("--port", "0")
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    replies: list[int] = []
+
+    def long_timing() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            body = json.dumps({"sizes": [4096] * 8})  # tens of seconds of work
+            conn.request("POST", "/api/timing", body, {"Content-Type": "application/json"})
+            replies.append(conn.getresponse().status)
+        except (OSError, http.client.HTTPException):
+            replies.append(0)
+
+    thread = threading.Thread(target=long_timing)
+    thread.start()
+    time.sleep(1.0)
+    seconds = stop_with_ctrl_c(proc)
+    thread.join(timeout=10)
+    assert proc.returncode == 0 and seconds < 5.0, (proc.returncode, seconds)
+    assert replies and replies[0] != 200

@@ -34,11 +34,13 @@ __all__ = [
     "STABILITY_DTYPES",
     "TIMING_MAX_N",
     "TIMING_MAX_SIZES",
+    "Stopped",
     "compute_view",
     "derivation",
     "jsonable",
     "layer_view",
     "stability",
+    "stop_work",
     "timing",
     "warm_up",
 ]
@@ -52,6 +54,16 @@ TIMING_MAX_SIZES = 8
 STABILITY_DTYPES = ("float16", "float32", "float64")
 
 _TIMING_LOCK = threading.Lock()  # one timing at a time: concurrent runs would time each other
+_STOPPING = threading.Event()  # set on Ctrl-C: a timing in a worker thread ends at its next sample
+
+
+class Stopped(RuntimeError):
+    """The server is shutting down: long work in a worker thread gives up."""
+
+
+def stop_work() -> None:
+    """Make any running :func:`timing` stop at its next sample (the server calls it on Ctrl-C)."""
+    _STOPPING.set()
 
 
 def compute_view(
@@ -176,14 +188,22 @@ def layer_view(
     }
 
 
-def _median_seconds(fn: Callable[[], Any], *, budget: float = 0.15, repeat: int = 5) -> float:
-    """The median of ``repeat`` timings of ``fn``, each looping it enough to last ~budget/repeat."""
+def _check_not_stopping() -> None:
+    if _STOPPING.is_set():
+        raise Stopped("the server is stopping")
+
+
+def _median_seconds(fn: Callable[[], Any], *, budget: float = 0.15) -> float:
+    """The median of 5 timings of ``fn`` (3 when one call takes more than the budget), each
+    looping it enough to last about budget / 5."""
     start = time.perf_counter()
     fn()  # warm up (and a first estimate)
     once = max(time.perf_counter() - start, 1e-7)
+    repeat = 3 if once > budget else 5
     loops = max(1, int(budget / repeat / once))
     samples = []
     for _ in range(repeat):
+        _check_not_stopping()
         t0 = time.perf_counter()
         for _ in range(loops):
             fn()
@@ -212,6 +232,7 @@ def timing(sizes: Sequence[int], *, seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     with _TIMING_LOCK:
         for n in sizes:
+            _check_not_stopping()
             x, g = rng.standard_normal(n), rng.standard_normal(n)
             s = core.softmax(x)
             dense, fast = _dense_backward(x, g), core.softmax_vjp(s, g)
@@ -244,7 +265,9 @@ def derivation(topic: str, logits: Sequence[float] | None, *, temperature: float
 
 
 def warm_up() -> None:
-    """Run each view once, so the first page load does not pay for loading the kernels (~1 s)."""
+    """Run each view once, so the first page load does not pay for loading the kernels (~1 s);
+    called before serving, it also clears a previous :func:`stop_work`."""
+    _STOPPING.clear()
     compute_view([1.0, 2.0, 3.0], temperature=1.0, target=0)
     layer_view([1.0], [[1.0], [2.0]], target=0)
     timing([4])

@@ -13,11 +13,12 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
 from .app import LOCAL_HOSTS, create_app
-from .compute import warm_up
+from .compute import stop_work, warm_up
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "bind", "serve"]
 
@@ -55,6 +56,15 @@ def _open_when_started(server: object, url: str) -> None:
     webbrowser.open(url)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also stops a timing running in a worker thread on Ctrl-C (the
+    process would otherwise wait for it before exiting)."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        stop_work()
+        super().handle_exit(sig, frame)
+
+
 def serve(
     sock: socket.socket,
     *,
@@ -65,7 +75,7 @@ def serve(
     """Serve the explorer on ``sock`` until Ctrl-C. ``local_only`` accepts only local Host headers."""
     app = create_app(trusted_hosts=LOCAL_HOSTS if local_only else None)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     url = url_of(sock)
     warm_up()
     log(f"softgrad explore: serving on {url}  (Ctrl-C to stop)")
