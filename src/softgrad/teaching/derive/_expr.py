@@ -81,6 +81,8 @@ class Sym(Expr):
     idx: tuple[str, ...] = ()
     tex: str = ""
     text: str = ""
+    tex_fmt: str = ""  # with indices filled in by str.format: r"\pi({0} \mid s)"
+    text_fmt: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +107,7 @@ class Div(Expr):
 @dataclass(frozen=True, eq=False)
 class Neg(Expr):
     arg: Expr
-    prec = NEG
+    prec = MUL  # a negative factor inside a product gets parentheses: a·(−b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +126,11 @@ class Exp(Expr):
 @dataclass(frozen=True, eq=False)
 class Log(Expr):
     arg: Expr
-    prec = MUL  # a prefix operator that extends to the right, like a sum
+
+    @property
+    def prec(self) -> int:  # type: ignore[override]
+        # log S_k binds like a function call; log Σ_k ... extends to the right, like the sum
+        return ATOM if _is_atomic(self.arg) else MUL
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,8 +209,9 @@ class Eye(Expr):
 # --- builders ---------------------------------------------------------------------------------
 
 
-def sym(key: str, *idx: str, tex: str = "", text: str = "") -> Sym:
-    return Sym(key, tuple(idx), tex or key, text or tex or key)
+def sym(key: str, *idx: str, tex: str = "", text: str = "", tex_fmt: str = "", text_fmt: str = "") -> Sym:
+    """``key`` with indices ``idx`` (index names, or digits for a fixed entry such as ``x_1``)."""
+    return Sym(key, tuple(idx), tex or key, text or tex or key, tex_fmt, text_fmt or tex_fmt)
 
 
 def delta(a: str, b: str) -> Delta:
@@ -259,7 +266,9 @@ def _is_atomic(e: Expr) -> bool:
 
 def _last_extends_right(e: Expr) -> bool:
     """Sums, logs and ∂/∂v(...) swallow what follows them: parenthesize them unless last."""
-    return isinstance(e, Sum | Log) or (isinstance(e, Deriv) and not _is_atomic(e.f))
+    if isinstance(e, Log):
+        return not _is_atomic(e.arg)
+    return isinstance(e, Sum) or (isinstance(e, Deriv) and not _is_atomic(e.f))
 
 
 class _Printer:
@@ -269,16 +278,33 @@ class _Printer:
         method: Callable[[Expr], str] = getattr(self, "_" + type(e).__name__.lower())
         return method(e)
 
+    # True while nothing follows the expression being printed in its enclosing context: a sum
+    # (or log Σ, ∂/∂v [...]) may then stay bare, Σ_k a_k, else it needs (Σ_k a_k) − b.
+    _tail = True
+
     def paren(self, s: str) -> str:
         raise NotImplementedError
 
+    def closed(self, e: Expr) -> str:
+        """``e`` where it is delimited on both sides: a fraction's part, an exponent, (...)."""
+        return self._with_tail(e, True)
+
+    def _with_tail(self, e: Expr, tail: bool) -> str:
+        saved, self._tail = self._tail, tail
+        try:
+            return self(e)
+        finally:
+            self._tail = saved
+
     def child(self, e: Expr, ctx: int, last: bool = True) -> str:
-        s = self(e)
-        if _last_extends_right(e):  # Σ_k ..., log ...: bare only at the end of a product
-            return s if last and ctx <= MUL + 1 else self.paren(s)
-        if e.prec < ctx:
-            return self.paren(s)
-        return s
+        tail = last and self._tail
+        if _last_extends_right(e):  # binds tightly on its left, swallows all on its right
+            needs = not tail or ctx > MUL + 1
+        else:
+            needs = e.prec < ctx
+        if needs:
+            return self.paren(self.closed(e))
+        return self._with_tail(e, tail)
 
     def _add(self, e: Add) -> str:
         out = ""
@@ -306,31 +332,36 @@ class LatexPrinter(_Printer):
         return rf"\left({s}\right)"
 
     def _sym(self, e: Sym) -> str:
+        if e.tex_fmt:
+            return e.tex_fmt.format(*e.idx)
         if not e.idx:
             return e.tex
         return f"{e.tex}_{{{''.join(e.idx)}}}"
 
     def _mul(self, e: Mul) -> str:
         n = len(e.factors)
-        return r" \, ".join(self.child(f, MUL + 1 if k else MUL, k == n - 1) for k, f in enumerate(e.factors))
+        parts = [self.child(f, MUL + 1 if k else MUL, k == n - 1) for k, f in enumerate(e.factors)]
+        out = parts[0]
+        for part in parts[1:]:  # a thin space between symbols (S_i \, S_j), none before a bracket
+            out += " " + part if part.startswith(r"\left") else r" \, " + part
+        return out
 
     def _div(self, e: Div) -> str:
-        return rf"\frac{{{self(e.num)}}}{{{self(e.den)}}}"
+        return rf"\frac{{{self.closed(e.num)}}}{{{self.closed(e.den)}}}"
 
     def _pow(self, e: Pow) -> str:
-        return f"{self.child(e.base, ATOM)}^{{{self(e.exp)}}}"
+        return f"{self.child(e.base, ATOM)}^{{{self.closed(e.exp)}}}"
 
     def _exp(self, e: Exp) -> str:
-        return f"e^{{{self(e.arg)}}}"
+        return f"e^{{{self.closed(e.arg)}}}"
 
     def _log(self, e: Log) -> str:
-        arg = self(e.arg)
-        if not (_is_atomic(e.arg) or isinstance(e.arg, Sum)):
-            arg = self.paren(arg)
-        return rf"\log {arg}"
+        if _is_atomic(e.arg) or isinstance(e.arg, Sum):
+            return rf"\log {self(e.arg)}"
+        return rf"\log {self.paren(self.closed(e.arg))}"
 
     def _func(self, e: Func) -> str:
-        return f"{e.tex or e.name}{self.paren(self(e.arg))}"
+        return f"{e.tex or e.name}{self.paren(self.closed(e.arg))}"
 
     def _sum(self, e: Sum) -> str:
         return rf"\sum_{{{e.index}}} {self.child(e.body, MUL)}"
@@ -340,23 +371,23 @@ class LatexPrinter(_Printer):
 
     def _deriv(self, e: Deriv) -> str:
         if _is_atomic(e.f):
-            return rf"\frac{{\partial {self(e.f)}}}{{\partial {self(e.v)}}}"
-        return rf"\frac{{\partial}}{{\partial {self(e.v)}}} \left[{self(e.f)}\right]"
+            return rf"\frac{{\partial {self.closed(e.f)}}}{{\partial {self.closed(e.v)}}}"
+        return rf"\frac{{\partial}}{{\partial {self.closed(e.v)}}} \left[{self.closed(e.f)}\right]"
 
     def _transpose(self, e: Transpose) -> str:
         return rf"{self.child(e.arg, ATOM)}^\top"
 
     def _hadamard(self, e: Hadamard) -> str:
-        return rf"{self.child(e.a, MUL + 1)} \odot {self.child(e.b, MUL + 1)}"
+        return rf"{self.child(e.a, MUL + 1, False)} \odot {self.child(e.b, MUL + 1)}"
 
     def _kron(self, e: Kron) -> str:
-        return rf"{self.child(e.a, MUL + 1)} \otimes {self.child(e.b, MUL + 1)}"
+        return rf"{self.child(e.a, MUL + 1, False)} \otimes {self.child(e.b, MUL + 1)}"
 
     def _ones(self, e: Ones) -> str:
         return r"\mathbf{1}"
 
     def _paren(self, e: Paren) -> str:
-        return self.paren(self(e.arg))
+        return self.paren(self.closed(e.arg))
 
     def _eye(self, e: Eye) -> str:
         return "I"
@@ -377,6 +408,8 @@ class TextPrinter(_Printer):
         return f"({s})"
 
     def _sym(self, e: Sym) -> str:
+        if e.text_fmt:
+            return e.text_fmt.format(*e.idx)
         name = e.text
         if not e.idx:
             return name
@@ -386,10 +419,10 @@ class TextPrinter(_Printer):
         n = len(e.factors)
         parts = []
         for k, f in enumerate(e.factors):
-            part = self.child(f, MUL + 1 if k else MUL, k == n - 1)
             if isinstance(f, Div) and n > 1:  # "a / b·c" would be ambiguous
-                part = self.paren(part)
-            parts.append(part)
+                parts.append(self.paren(self.closed(f)))
+            else:
+                parts.append(self.child(f, MUL + 1 if k else MUL, k == n - 1))
         out = parts[0]
         for prev, part in itertools.pairwise(parts):
             # juxtapose where it reads unambiguously (S_i(...), SSᵀ, (gᵀS)𝟏), else a middle dot
@@ -399,29 +432,30 @@ class TextPrinter(_Printer):
         return out
 
     def _div(self, e: Div) -> str:
-        num = self.child(e.num, MUL + 1 if not _is_atomic(e.num) else ATOM)
-        den = self.child(e.den, ATOM)
-        if isinstance(e.num, Div | Mul):
-            num = self.paren(self(e.num))
-        return f"{num} / {den}"
+        if isinstance(e.num, Div):
+            num = self.paren(self.closed(e.num))
+        else:
+            num = self.child(e.num, MUL, last=False)
+        if isinstance(e.den, Sum) and self._tail:
+            return f"{num} / {self(e.den)}"  # a / Σ_k b_k: the sum ends where the line does
+        return f"{num} / {self.child(e.den, POW)}"
 
     def _pow(self, e: Pow) -> str:
         base = self.child(e.base, ATOM)
         if isinstance(e.exp, Num) and isinstance(e.exp.value, int):
             return base + str(e.exp.value).translate(_SUPERSCRIPT)
-        return f"{base}^({self(e.exp)})"
+        return f"{base}^({self.closed(e.exp)})"
 
     def _exp(self, e: Exp) -> str:
-        return f"exp({self(e.arg)})"
+        return f"exp({self.closed(e.arg)})"
 
     def _log(self, e: Log) -> str:
-        arg = self(e.arg)
-        if not (_is_atomic(e.arg) or isinstance(e.arg, Sum)):
-            arg = self.paren(arg)
-        return f"log {arg}"
+        if _is_atomic(e.arg) or isinstance(e.arg, Sum):
+            return f"log {self(e.arg)}"
+        return f"log{self.paren(self.closed(e.arg))}"
 
     def _func(self, e: Func) -> str:
-        return f"{_GREEK.get(e.name, e.name)}({self(e.arg)})"
+        return f"{_GREEK.get(e.name, e.name)}({self.closed(e.arg)})"
 
     def _sum(self, e: Sum) -> str:
         return f"Σ_{e.index} {self.child(e.body, MUL)}"
@@ -431,23 +465,23 @@ class TextPrinter(_Printer):
 
     def _deriv(self, e: Deriv) -> str:
         if _is_atomic(e.f):
-            return f"∂{self(e.f)}/∂{self(e.v)}"
-        return f"∂/∂{self(e.v)} [{self(e.f)}]"
+            return f"∂{self.closed(e.f)}/∂{self.closed(e.v)}"
+        return f"∂/∂{self.closed(e.v)} [{self.closed(e.f)}]"
 
     def _transpose(self, e: Transpose) -> str:
         return f"{self.child(e.arg, ATOM)}ᵀ"
 
     def _hadamard(self, e: Hadamard) -> str:
-        return f"{self.child(e.a, MUL + 1)} ⊙ {self.child(e.b, MUL + 1)}"
+        return f"{self.child(e.a, MUL + 1, False)} ⊙ {self.child(e.b, MUL + 1)}"
 
     def _kron(self, e: Kron) -> str:
-        return f"{self.child(e.a, MUL + 1)} ⊗ {self.child(e.b, MUL + 1)}"
+        return f"{self.child(e.a, MUL + 1, False)} ⊗ {self.child(e.b, MUL + 1)}"
 
     def _ones(self, e: Ones) -> str:
         return "𝟏"
 
     def _paren(self, e: Paren) -> str:
-        return self.paren(self(e.arg))
+        return self.paren(self.closed(e.arg))
 
     def _eye(self, e: Eye) -> str:
         return "I"

@@ -6,6 +6,7 @@ They only walk the records; none of them computes anything or needs SymPy.
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,25 @@ import numpy as np
 _TEX_SPECIALS = {c: "\\" + c for c in "_&%#$"}
 
 
+_GREEK_TEX = {"σ": r"\sigma", "π": r"\pi", "Σ": r"\Sigma", "θ": r"\theta", "φ": r"\phi", "δ": r"\delta"}
+
+
 def rule_in_latex(rule: str) -> str:
-    """A rule name as math-mode LaTeX: ``\\text{...}`` with its specials escaped."""
-    return r"\text{" + "".join(_TEX_SPECIALS.get(c, c) for c in rule) + "}"
+    r"""A rule name as math-mode LaTeX: words in ``\text{...}`` (specials escaped), Greek as math.
+
+    >>> rule_in_latex("definition of σ")
+    '\\text{definition of }\\sigma'
+    """
+    out, words = [], ""
+    for c in rule:
+        if c in _GREEK_TEX:
+            out += [r"\text{" + words + "}"] if words else []
+            out.append(_GREEK_TEX[c])
+            words = ""
+        else:
+            words += _TEX_SPECIALS.get(c, c)
+    out += [r"\text{" + words + "}"] if words else []
+    return "".join(out)
 
 
 def fmt_number(v: float) -> str:
@@ -42,6 +59,8 @@ def numbers_latex(value: Any) -> str:
         return fmt_number(float(a))
     if a.ndim == 1:
         a = a[:, None]  # vectors are columns
+    elif a.ndim > 2:
+        a = a.reshape(a.shape[0], -1)  # the Hessian as n × n², column j·n + k
     body = r" \\ ".join(" & ".join(fmt_number(v) for v in row) for row in a)
     return rf"\begin{{pmatrix}} {body} \end{{pmatrix}}"
 
@@ -60,13 +79,28 @@ def _at_name_latex(name: str) -> str:
 # --- Rich / text ------------------------------------------------------------------------------
 
 
+class _Indented:
+    """Text wrapped to the console's width with a hanging indent, no trailing blanks."""
+
+    def __init__(self, text: str, style: str = "", indent: int = 4) -> None:
+        self.text, self.style, self.indent = text, style, indent
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        pad = " " * self.indent
+        for paragraph in self.text.split("\n"):
+            width = max(20, options.max_width - self.indent)
+            for line in textwrap.wrap(paragraph, width, break_on_hyphens=False) or [""]:
+                yield Text(pad) + Text(line, style=self.style)
+
+
 def rich_renderable(d: Any) -> Any:
     from rich.console import Group
-    from rich.padding import Padding
     from rich.text import Text
 
     def indented(text: str, style: str) -> Any:
-        return Padding(Text(text, style=style), (0, 0, 0, 4))
+        return _Indented(text, style)
 
     parts: list[Any] = [
         Text(f"{d.topic}: {d.title}", style="bold"),
@@ -84,9 +118,25 @@ def rich_renderable(d: Any) -> Any:
     if d.at:
         parts += [Text(""), Text(d.at.get("where", "At the point:"), style="bold")]
         for name, value in _at_names(d):
-            block = numbers_text(value).replace("\n", "\n" + " " * (len(name) + 3))
-            parts.append(Padding(Text(f"{name} = {block}"), (0, 0, 0, 2)))
+            parts += _at_value(name, value)
     return Group(*parts)
+
+
+def _at_value(name: str, value: Any) -> list[Any]:
+    """A number or vector on one line; a matrix as a grid of right-aligned numbers below its name."""
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    a = _as_array(value)
+    if a.ndim < 2:
+        return [Text(f"  {name} = {numbers_text(a)}")]
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(a.shape[1] if a.ndim == 2 else a[0].size):
+        grid.add_column(justify="right")
+    for row in a.reshape(a.shape[0], -1):
+        grid.add_row(*(fmt_number(v) for v in row))
+    return [Text(f"  {name} ="), Padding(grid, (0, 0, 0, 4), expand=False)]
 
 
 def text(d: Any, width: int = 100) -> str:

@@ -35,6 +35,7 @@ class Quantity:
     assumes: tuple[str, ...] = ()
     oracle: str = "SymPy's derivative"  # how the report names ``reference``
     part_of: str = ""  # the key of the quantity this one is a part of (the diagonal of J)
+    tolerance: float = 1e-10  # of the numeric check, relative to the largest entry
 
 
 @dataclass(frozen=True)

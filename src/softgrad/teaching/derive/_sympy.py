@@ -41,7 +41,9 @@ class Context:
     def reference(self, q: Quantity) -> Any:
         """SymPy's independent computation of ``q``, computed once per context."""
         if q.key not in self.cache:
-            self.cache[q.key] = sp.Matrix(q.reference(self))
+            value = q.reference(self)
+            value = value if isinstance(value, sp.MatrixBase) else sp.Matrix([[value]])
+            self.cache[q.key] = value.xreplace(self.intermediates) if self.intermediates else value
         return self.cache[q.key]
 
 
@@ -59,7 +61,7 @@ def _sym(e: E.Sym, ctx: Context, index: dict[str, int]) -> Any:
     value = ctx.values[e.key]
     if not e.idx:
         return value
-    pos = [index[i] for i in e.idx]
+    pos = [index[i] if i in index else int(i) for i in e.idx]
     if len(pos) == 1 and isinstance(value, sp.MatrixBase):
         return value[pos[0]]  # flat position: a column vector's entry
     return value[tuple(pos)]
@@ -99,9 +101,11 @@ _FUNCS: dict[str, Callable[[Any], Any]] = {
 }
 
 _RULES: dict[type, Callable[[Any, Context, dict[str, int]], Any]] = {
-    E.Num: lambda e, c, i: sp.Rational(e.value.numerator, e.value.denominator)
-    if not isinstance(e.value, int)
-    else sp.Integer(e.value),
+    E.Num: lambda e, c, i: (
+        sp.Rational(e.value.numerator, e.value.denominator)
+        if not isinstance(e.value, int)
+        else sp.Integer(e.value)
+    ),
     E.Sym: _sym,
     E.Add: _add,
     E.Mul: _mul,

@@ -13,6 +13,7 @@ from ...losses import cross_entropy as np_cross_entropy
 from ...losses import cross_entropy_grad
 from ._expr import Neg, d, delta, log, summation, sym
 from ._notation import VEC_S, VEC_X, VEC_Y, S, x, y
+from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
 from ._t_softmax import softmax_definition
 
@@ -97,7 +98,7 @@ def _batch_gradient(ctx: Any) -> Any:
 def _cross_entropy_at(xv: Any) -> dict[str, Any]:
     yv = np.eye(len(xv))[0]
     return {
-        "where": f"At x = {tuple(xv.tolist())} with target class 0 (y = e_0):",
+        "where": f"At x = {numbers_text(xv)} with target class 0 (y = e_0):",
         "x": xv,
         "y": yv,
         "S": np_softmax(xv),
@@ -153,6 +154,7 @@ CROSS_ENTROPY = TopicSpec(
             "probability is left, so nothing blows up when S_k is tiny.",
             GRAD,
             Neg(summation("k", y("k") * (delta("k", "j") - S("j")))),
+            rule_tex=r"\text{cancel } S_k",
         ),
         StepSpec(
             "sift",
