@@ -205,6 +205,7 @@ def test_layer_and_timing_views(page):
 
 
 def test_derivation_panel(page):
+    type_logits(page, "1, 2, 3")
     panel = page.locator("[data-testid=derivation]")
     panel.locator("h3, p").first.wait_for(timeout=20000)
     topics = page.locator("[data-testid=topic] option").count()
@@ -213,6 +214,12 @@ def test_derivation_panel(page):
         pytest.skip("softgrad.teaching is not in this installation")
     page.select_option("[data-testid=topic]", "cross_entropy")
     page.wait_for_selector("[data-testid=derivation] li[data-key=result] .katex", timeout=20000)
+    assert panel.locator(".katex-error").count() == 0
+    assert "At x = (1, 2, 3)" in page.locator("[data-testid=derivation-at]").inner_text()
+    page.select_option("[data-testid=topic]", "cross_entropy_layer")
+    page.wait_for_selector("[data-testid=derivation] li[data-key=outer-product] .katex", timeout=20000)
+    at = page.locator("[data-testid=derivation-at]")
+    assert "At x = (1, -2)" in at.inner_text() and at.locator(".katex").count() >= 4  # x, W, y, S, dL/dW
     assert panel.locator(".katex-error").count() == 0
 
 

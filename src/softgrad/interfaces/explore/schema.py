@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 256 * 1024  # 4096 logits written out in full take about 100 KB
-TOPICS_SHOWN = ("softmax", "cross_entropy", "softmax_layer")  # the page's derivation topics
+# the page's derivation topics: those evaluated at the page's own point (softmax_temperature, say,
+# fixes its own T, so it is left to `softgrad derive`)
+TOPICS_SHOWN = ("softmax", "log_softmax", "cross_entropy", "softmax_layer", "cross_entropy_layer")
 
 
 class RequestError(Exception):

@@ -529,7 +529,11 @@ function renderDerivation(host, d, temperature) {
   if (d.at && typeof d.at === "object") host.append(atPoint(d.at, temperature));
 }
 
-const AT_SYMBOLS = { x: "x", y: "y", S: "S", loss: "L", gradient: "\\tfrac{\\partial L}{\\partial x}", jacobian: "J" };
+const AT_SYMBOLS = {
+  x: "x", y: "y", S: "S", W: "W", T: "T", "z = Wx": "z = Wx", loss: "L", log_softmax: "\\log S", jacobian: "J",
+  gradient: "\\tfrac{\\partial L}{\\partial x}", "dL/dW": "\\tfrac{\\partial L}{\\partial W}",
+  "dS/dT": "\\tfrac{\\partial S}{\\partial T}", "dP/dvec(W)": "\\tfrac{\\partial S}{\\partial\\,\\mathrm{vec}(W)}",
+};
 
 function atPoint(at, temperature) {
   const wrap = document.createElement("div");
@@ -537,10 +541,12 @@ function atPoint(at, temperature) {
   wrap.dataset.testid = "derivation-at";
   let where = at.where || "At this point:";
   if (temperature !== 1) where += ` (z = x / T with T = ${temperature}: the derivation's x is the page's z)`;
+  if (state.topic.includes("layer")) where += " (x is the Softmax layer card's; W is the derivation's own example)";
+  else if (state.topic === "cross_entropy" && state.target !== 0) where += ` (The page's target is class ${state.target}.)`;
   wrap.append(para(where, "expl"));
   for (const [key, value] of Object.entries(at)) {
     if (key === "where") continue;
-    const symbol = AT_SYMBOLS[key] || `\\text{${key.replace(/[^A-Za-z0-9 ]/g, " ")}}`;
+    const symbol = AT_SYMBOLS[key] || `\\text{${key.replace(/[\\{}#$%&~^]/g, "").replace(/_/g, "\\_")}}`;
     wrap.append(display(`${symbol} = ${latexValue(value)}`));
   }
   return wrap;
@@ -591,7 +597,7 @@ async function init() {
     $("timing-n").max = info.data.limits.timing_n;
   }
   const topic = $("topic");
-  topic.replaceChildren(...state.topics.map((t) => new Option(t.replace("_", " "), t)));
+  topic.replaceChildren(...state.topics.map((t) => new Option(t.replaceAll("_", " "), t)));
   topic.hidden = !state.topics.length;
   topic.addEventListener("change", () => { state.topic = topic.value; requestDerivation(); });
 
