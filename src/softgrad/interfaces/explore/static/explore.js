@@ -7,7 +7,9 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_SLIDERS = 16;
 const CHART_MAX_BARS = 512;
 
-const state = { logits: [], temperature: 1, target: 0, layerX: [], topic: "softmax", topics: [], limits: {} };
+const state = {
+  logits: [], temperature: 1, target: 0, layerX: [], topic: "softmax", topics: [], limits: { jacobian_auto_n: 128 }, info: null,
+};
 let sliderRange = null; // [lo, hi] of the sliders, kept while they are dragged
 
 // ---- talking to the server -------------------------------------------------------------
@@ -91,12 +93,22 @@ function text(s, cls) {
   return td;
 }
 
+// KaTeX loads async, off the path to the first numbers; formulas asked for before it arrives
+// are drawn when it does.
+const pendingTex = [];
 function tex(latex, el, display) {
   if (window.katex) {
     window.katex.render(latex, el, { displayMode: !!display, throwOnError: false });
   } else {
-    el.textContent = latex;
+    pendingTex.push([latex, el, display]);
   }
+}
+
+function whenKatexLoads() {
+  const script = $("katex-script");
+  const flush = () => { for (const args of pendingTex.splice(0)) tex(...args); };
+  if (window.katex) flush();
+  else if (script) script.addEventListener("load", flush);
 }
 
 // ---- SVG -------------------------------------------------------------------------------
@@ -487,6 +499,7 @@ function requestDerivation() {
 
 const loadDerivation = latestOnly(async () => {
   const host = $("derivation");
+  await state.info; // the topics
   if (!state.topics.length) {
     host.innerHTML = '<p class="muted">Derivations need <code>softgrad.teaching</code>, which this installation lacks.</p>';
     return;
@@ -588,18 +601,14 @@ function randomLogits(n) {
 }
 
 async function init() {
+  // The first numbers go out before anything else: /api/info and the formulas do not hold them up.
+  state.info = api("/api/info");
+  readInputs();
+  buildSliders();
+  requestCompute();
+  requestLayer();
   document.querySelectorAll(".formula").forEach((el) => tex(el.dataset.tex, el, false));
-  const info = await api("/api/info");
-  if (info.ok) {
-    state.topics = info.data.topics;
-    state.limits = info.data.limits;
-    $("version").textContent = ` ${info.data.version}`;
-    $("timing-n").max = info.data.limits.timing_n;
-  }
-  const topic = $("topic");
-  topic.replaceChildren(...state.topics.map((t) => new Option(t.replaceAll("_", " "), t)));
-  topic.hidden = !state.topics.length;
-  topic.addEventListener("change", () => { state.topic = topic.value; requestDerivation(); });
+  whenKatexLoads();
 
   $("logits").addEventListener("input", () => { readInputs(); buildSliders(); requestCompute(); });
   document.querySelectorAll("[data-preset]").forEach((b) => b.addEventListener("click", () => {
@@ -619,11 +628,18 @@ async function init() {
   for (const id of ["layer-x", "layer-W", "layer-b"]) $(id).addEventListener("input", requestLayer);
   $("layer-target").addEventListener("change", requestLayer);
 
-  readInputs();
-  buildSliders();
-  requestCompute();
-  requestLayer();
-  if (!state.topics.length) loadDerivation();
+  const info = await state.info;
+  if (info.ok) {
+    state.topics = info.data.topics;
+    state.limits = info.data.limits;
+    $("version").textContent = ` ${info.data.version}`;
+    $("timing-n").max = info.data.limits.timing_n;
+  }
+  const topic = $("topic");
+  topic.replaceChildren(...state.topics.map((t) => new Option(t.replaceAll("_", " "), t)));
+  topic.hidden = !state.topics.length;
+  topic.addEventListener("change", () => { state.topic = topic.value; requestDerivation(); });
+  loadDerivation();
 }
 
 document.addEventListener("DOMContentLoaded", init);
