@@ -602,3 +602,4 @@ def test_ctrl_c_during_a_long_timing_exits_promptly():
     thread.join(timeout=10)
     assert proc.returncode == 0 and seconds < 5.0, (proc.returncode, seconds)
     assert replies and replies[0] != 200
+    assert "Traceback" not in proc.stderr.read()

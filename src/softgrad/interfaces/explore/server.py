@@ -39,7 +39,6 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
@@ -74,7 +73,7 @@ def serve(
 ) -> None:
     """Serve the explorer on ``sock`` until Ctrl-C. ``local_only`` accepts only local Host headers."""
     app = create_app(trusted_hosts=LOCAL_HOSTS if local_only else None)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
     server = _Server(config)
     url = url_of(sock)
     warm_up()
