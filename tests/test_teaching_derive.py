@@ -479,3 +479,13 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-2000:]
     assert (tmp_path / "derive.pdf").exists()
+
+
+def test_rendering_is_thread_safe():
+    """The explorer's server renders from a thread pool: the printers keep no shared state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {t: (derive(t).to_latex(), derive(t).to_text()) for t in TOPICS}
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: (t, derive(t).to_latex(), derive(t).to_text()), TOPICS * 4))
+    assert all(expected[t] == (tex, text) for t, tex, text in got)

@@ -487,5 +487,11 @@ class TextPrinter(_Printer):
         return "I"
 
 
-to_latex = LatexPrinter()
-to_text = TextPrinter()
+def to_latex(e: Expr) -> str:
+    """``e`` in LaTeX (a fresh printer per call: the printers keep state while they walk)."""
+    return LatexPrinter()(e)
+
+
+def to_text(e: Expr) -> str:
+    """``e`` in Unicode for a terminal."""
+    return TextPrinter()(e)

@@ -202,9 +202,11 @@ SOFTMAX_LAYER = TopicSpec(
 
 
 def _layer_loss(S_: Any, y_: Any) -> Any:
+    """−Σ_t y_t log S_t; SymPy's own expand_log turns log(e^z/Σ) into z − log Σ (far faster to
+    differentiate, and the identity is SymPy's, not a step of ours)."""
     import sympy as sp
 
-    return -sp.Add(*[yk * sp.log(sk) for yk, sk in zip(y_, S_, strict=True)])
+    return -sp.Add(*[yk * sp.expand_log(sp.log(sk), force=True) for yk, sk in zip(y_, S_, strict=True)])
 
 
 def _grad(f: Any, v: Any) -> Any:

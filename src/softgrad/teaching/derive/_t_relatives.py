@@ -45,6 +45,13 @@ def sigmoid_context(n: int) -> Any:
     )
 
 
+def _log_one_plus_exp(z: Any) -> Any:
+    """SymPy's log(e^0 + e^z), written from the definition of logsumexp."""
+    import sympy as sp
+
+    return sp.log(sp.exp(0) + sp.exp(z))
+
+
 def _z_of(p: dict[str, Any]) -> float:
     return float(p["x"][1] - p["x"][0])
 
@@ -75,14 +82,14 @@ D_S1 = Quantity(
 LSE_0Z = Quantity(
     "lse0z",
     sym("lse0z", tex=r"\operatorname{lse}(0, z)", text="lse(0, z)"),
-    lambda ctx: __import__("sympy").log(1 + __import__("sympy").exp(ctx.values["z"])),
+    lambda ctx: _log_one_plus_exp(ctx.values["z"]),
     numeric=("logsumexp([0, z])", lambda p: np_logsumexp(np.array([0.0, _z_of(p)]))),
     oracle="SymPy's log(e^0 + e^z)",
 )
 D_SOFTPLUS = Quantity(
     "dsoftplus",
     d(softplus(Z_DIFF), Z_DIFF),
-    lambda ctx: __import__("sympy").log(1 + __import__("sympy").exp(ctx.values["z"])).diff(ctx.values["z"]),
+    lambda ctx: _log_one_plus_exp(ctx.values["z"]).diff(ctx.values["z"]),
     numeric=("softmax([0, z])[1]", lambda p: np_softmax(np.array([0.0, _z_of(p)]))[1]),
 )
 
@@ -228,6 +235,12 @@ def _of_log_p(ctx: Any) -> Any:
     return softmax(p.applyfunc(sp.log) + ctx.values["c"] * sp.ones(len(p), 1))
 
 
+def _log_softmax_values(ctx: Any) -> Any:
+    import sympy as sp
+
+    return ctx.values["S"].applyfunc(sp.log)
+
+
 def _inverse_at(xv: Any) -> dict[str, Any]:
     s = np_softmax(xv)
     with np.errstate(divide="ignore"):
@@ -254,7 +267,7 @@ SHIFTED = Quantity(
 LOG_P = Quantity(
     "log-S",
     log(S("i")),
-    lambda ctx: ctx.values["S"].applyfunc(__import__("sympy").log),
+    _log_softmax_values,
     free=(("i", "n"),),
     oracle="SymPy's log(softmax)",
 )

@@ -13,7 +13,7 @@ from ...core import log_softmax_jacobian, log_softmax_vjp, softmax_jacobian, sof
 from ...core import logsumexp as np_logsumexp
 from ...core import softmax as np_softmax
 from ...core import softmax_hessian as np_softmax_hessian
-from ._expr import Eye, Ones, Paren, d, delta, diag, hadamard, log, summation, sym
+from ._expr import Eye, Ones, Paren, d, delta, diag, exp, hadamard, log, summation, sym
 from ._notation import VEC_G, VEC_S, VEC_X, S, Z, ex, g, x
 from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
@@ -293,19 +293,15 @@ def _lse(ctx: Any) -> Any:
 
 
 def _lse_gradient(ctx: Any) -> Any:
-    return Matrix_of([_lse(ctx)]).jacobian(ctx.symbols["x"]).T
+    import sympy as sp
+
+    return sp.Matrix([_lse(ctx)]).jacobian(ctx.symbols["x"]).T
 
 
 def _lse_hessian(ctx: Any) -> Any:
     import sympy as sp
 
     return sp.hessian(_lse(ctx), ctx.symbols["x"])
-
-
-def Matrix_of(values: list[Any]) -> Any:
-    import sympy as sp
-
-    return sp.Matrix(values)
 
 
 def _logsumexp_at(xv: Any) -> dict[str, Any]:
@@ -402,7 +398,8 @@ def _hessian(ctx: Any) -> Any:
 
     S_, xs = ctx.values["S"], ctx.symbols["x"]
     n = len(xs)
-    return sp.Matrix(n, n * n, lambda i, c: sp.diff(S_[i], xs[c // n], xs[c % n]))
+    first = S_.jacobian(xs)  # SymPy's first derivatives, differentiated once more
+    return sp.Matrix(n, n * n, lambda i, c: sp.diff(first[i, c // n], xs[c % n]))
 
 
 def _hessian_at(xv: Any) -> dict[str, Any]:
@@ -536,8 +533,6 @@ def _u(k: str) -> Any:
 
 def ext(i: str) -> Any:
     """``e^{x_i/T}``."""
-    from ._expr import exp
-
     return exp(x(i) / TEMP)
 
 

@@ -167,7 +167,7 @@ def _check_definitions(
 
 def _check_steps(
     spec: TopicSpec, ctx: Context, rng: random.Random, points: int, checks: dict[Any, Check], n: int
-) -> None:
+) -> _Values:
     values = _Values(ctx, spec.steps)
     all_assumptions = tuple(spec.assumptions)
     samples = [(ctx.sample(rng, ()), ctx.sample(rng, all_assumptions)) for _ in range(points)]
@@ -188,11 +188,18 @@ def _check_steps(
                 check = checks.setdefault((step.key, "prev"), Check(step.key, label))
                 _compare(check, mine, values.at(previous.key, which, point), n)
         last_of[q.key] = step
+    return values
 
 
 def _check_numeric(
-    spec: TopicSpec, ctx: Context, np_rng: np.random.Generator, points: int, checks: dict[Any, Check], n: int
+    spec: TopicSpec,
+    values: _Values,
+    np_rng: np.random.Generator,
+    points: int,
+    checks: dict[Any, Check],
+    n: int,
 ) -> None:
+    ctx = values.ctx
     last: dict[str, tuple[StepSpec, Quantity]] = {}
     for step in spec.steps:
         if step.quantity.numeric is not None:
@@ -203,7 +210,7 @@ def _check_numeric(
         assert q.numeric is not None
         fname, fn = q.numeric
         check = checks.setdefault((step.key, "numeric"), Check(step.key, f"softgrad.{fname}"))
-        matrix = instantiate(step.expr, q, ctx)
+        matrix = values.matrices[step.key]
         f = sp.lambdify(flat, matrix, "numpy")
         for _ in range(points):
             point = ctx.floats(np_rng)
@@ -224,8 +231,8 @@ def verify(spec: TopicSpec, keys: Sequence[str], sizes: Sequence[int], *, points
     for n in sizes:
         ctx = spec.context(n)
         seed = f"{spec.name}-{n}"
-        _check_steps(spec, ctx, random.Random(seed), points, checks, n)
-        _check_numeric(spec, ctx, np.random.default_rng(list(seed.encode())), points, checks, n)
+        values = _check_steps(spec, ctx, random.Random(seed), points, checks, n)
+        _check_numeric(spec, values, np.random.default_rng(list(seed.encode())), points, checks, n)
     order = {key: k for k, key in enumerate(keys)}
     ordered = sorted(checks.values(), key=lambda c: (order.get(c.step, -1), c.against))
     return VerifyReport(spec.name, tuple(sizes), points, ordered, time.perf_counter() - start)
