@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "_bench_cmds",
     "_derive_cmds",
     "_diagnose_cmds",
+    "_explore_cmds",
 )
 
 # argparse reads "-inf" or "-1e5" as an option; logits like these must stay positional.
