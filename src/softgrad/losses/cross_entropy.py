@@ -775,5 +775,6 @@ def cross_entropy_hvp(
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
-    _f.__doc__ = _f.__doc__ % _OPTIONS_DOC  # type: ignore[operator]
+    if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings
+        _f.__doc__ = _f.__doc__ % _OPTIONS_DOC
 del _f
