@@ -33,7 +33,16 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .._array import Array, as_float_array, as_int, compute_dtype, is_numpy_array, normalize_axis, store_out
+from .._array import (
+    Array,
+    as_float_array,
+    as_int,
+    check_out,
+    compute_dtype,
+    is_numpy_array,
+    normalize_axis,
+    store_out,
+)
 from ..core import _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
 
@@ -410,6 +419,16 @@ def _row_scale(scale: Array | None, sl: slice) -> Array | None:
     return scale[sl] if scale.ndim else scale
 
 
+def _kernel_takes(x: Array, opts: _Options) -> bool:
+    """The fused kernel takes NumPy float32/float64 rows with class indices checked eagerly
+    (and rows that fit its scratch); Numba is imported only once the cheap checks pass."""
+    if not (opts.by_index and opts.checked and _dispatch.applies(x)):
+        return False
+    from . import _ce_kernels
+
+    return _ce_kernels.fits(x)
+
+
 def _loss_grad_rows(
     xp: Any,
     x: Array,
@@ -429,12 +448,12 @@ def _loss_grad_rows(
     ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself: every block
     is read before it is overwritten).
     """
-    fast = _dispatch.cross_entropy_rows(
-        x, target, sw, row, opts.weight, opts.ignore_index, opts.smoothing,
-        opts.by_index and opts.checked, want_loss, want_grad, grad_out,
-    )  # the fused CPU kernel for NumPy float32/float64 input (core._dispatch), None otherwise
-    if fast is not None:
-        return fast
+    if _kernel_takes(x, opts):
+        from . import _ce_kernels
+
+        return _ce_kernels.cross_entropy_2d(
+            x, target, opts.weight, opts.ignore_index, opts.smoothing, sw, row, want_loss, want_grad, grad_out
+        )
     blocks = _blocks(x, opts.n_classes)
     single = len(blocks) == 1 and grad_out is None
     loss_rows = None
@@ -468,17 +487,9 @@ def _loss_grad_rows(
 
 
 def _check_grad_out(p: _Problem, out: Any, name: str) -> None:
-    """The gradient's ``out=`` array: NumPy, of the logits' shape and the gradient's dtype."""
-    import numpy as np
-
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name}= must be a NumPy array, got {type(out).__name__}")
-    if not is_numpy_array(p.x):
-        raise TypeError(f"{name}= is supported for NumPy logits only, got {type(p.x).__name__} logits")
+    """The gradient's ``out=`` array: NumPy, of the logits' shape and dtype."""
     shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
-    dtype = np.dtype(p.out_dtype)
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} and {out.dtype}")
+    check_out(out, shape, p.out_dtype, p.x, name, "logits")
 
 
 def _rows_view(p: _Problem, out: Any) -> Any:
