@@ -20,7 +20,6 @@ Dask is imported lazily: importing :mod:`softgrad.models` does not import it.
 
 from __future__ import annotations
 
-import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -29,20 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from .._dasktools import FAN_IN, is_dask_collection, reduce_tree, sum_in_order
+from ._labels import check_two_classes
 from ._objective import SoftmaxObjective, data_hvp, data_value_and_grad
 
 __all__: list[str] = []  # private module: SoftmaxRegression dispatches here on Dask input
 
-_FAN_IN = 8  # partials summed per reduce task
-
-
-def is_dask_collection(x: Any) -> bool:
-    """True for a Dask collection (array, DataFrame, Series), without importing Dask."""
-    if "dask" not in sys.modules:  # nothing can be a Dask collection before Dask is imported
-        return False
-    import dask
-
-    return bool(dask.is_dask_collection(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,15 +218,6 @@ def _as_partial(result: Any) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(r, dtype=np.float64) for r in result)
 
 
-def _sum_partials(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Sum partials in the order given (a fixed order makes the float64 sum reproducible)."""
-    acc = [p.copy() for p in parts[0]]
-    for part in parts[1:]:
-        for a, p in zip(acc, part, strict=True):
-            a += p
-    return tuple(acc)
-
-
 def _aligned(a: Any) -> Any:
     """``a`` itself, or a C-contiguous aligned copy when it is not.
 
@@ -260,7 +242,7 @@ class BlockMapReduce:
     block task; the partials (tuples of arrays) are summed in a fixed tree in float64.
     """
 
-    def __init__(self, data: DaskData, fan_in: int = _FAN_IN) -> None:
+    def __init__(self, data: DaskData, fan_in: int = FAN_IN) -> None:
         self.data = data
         self._blocks = data.block_keys()
         self._fan_in = fan_in
@@ -280,15 +262,13 @@ class BlockMapReduce:
             key = f"softgrad-partial-{token}-{i}"
             layer[key] = (_run_block, func, xk, yk, sk, coef)
             parts.append(key)
-        level = 0
-        while len(parts) > 1:
-            merged = []
-            for i in range(0, len(parts), self._fan_in):
-                key = f"softgrad-sum-{token}-{level}-{i}"
-                layer[key] = (_sum_partials, *parts[i : i + self._fan_in])
-                merged.append(key)
-            parts, level = merged, level + 1
-        return self.data.delayed(layer, parts[0])
+
+        def merge(group: list[str], level: int, i: int) -> str:
+            key = f"softgrad-sum-{token}-{level}-{i}"
+            layer[key] = (sum_in_order, *group)
+            return key
+
+        return self.data.delayed(layer, reduce_tree(parts, merge, self._fan_in))
 
     def __call__(self, func: Callable[..., Any], *vectors: Any) -> tuple[np.ndarray, ...]:
         import dask
@@ -386,11 +366,7 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     data = prepare_data(X, y, sample_weight)
     classes = data.classes
     check_classification_targets(classes)
-    if classes.size < 2:
-        raise ValueError(
-            "SoftmaxRegression needs samples of at least 2 classes in the data, "
-            f"but the data contains only one class: {classes[0]!r}"
-        )
+    check_two_classes(classes)
     dtype = data.X.dtype
     sw = data.sample_weight
     if sw is not None:
@@ -410,7 +386,7 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
 
     obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
 
-    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=sgd)
+    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=streaming_sgd)
     model.n_features_in_ = data.n_features
     names = data.feature_names
     if names is not None and all(isinstance(c, str) for c in names):
@@ -483,7 +459,7 @@ def _max_row_curvature(data: DaskData, fit_intercept: bool) -> float:
     return float(sq.max().compute())
 
 
-def sgd(
+def streaming_sgd(
     obj: DaskObjective,
     w0: np.ndarray,
     *,

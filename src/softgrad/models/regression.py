@@ -28,7 +28,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state
 
 from .. import core
+from .._dasktools import is_dask_collection
 from . import _dask, _solvers
+from ._labels import check_two_classes
 from ._objective import ArrayObjective, SoftmaxObjective
 
 try:  # scikit-learn >= 1.6
@@ -230,18 +232,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        if _dask.is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
+        if is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
             return _dask.fit(self, X, y, sample_weight, callback)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         encoder = LabelEncoder()
         y_idx = encoder.fit_transform(y).astype(np.intp)
         classes = encoder.classes_
-        if classes.size < 2:
-            raise ValueError(
-                "SoftmaxRegression needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {classes[0]!r}"
-            )
+        check_two_classes(classes)
         sw = None
         if sample_weight is not None or self.class_weight is not None:
             sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
@@ -321,7 +319,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tol: float,
         sgd: Callable[..., _solvers.SolverResult] | None = None,
     ) -> _solvers.SolverResult:
-        """Run the chosen solver; ``sgd`` replaces the in-memory SGD (Dask streams over blocks)."""
+        """Run the chosen solver; ``sgd`` replaces the in-memory SGD (``_dask.streaming_sgd``)."""
         if self.solver == "lbfgs":
             return _solvers.lbfgs(obj, w0, tol=tol, max_iter=self.max_iter, callback=cb)
         if self.solver == "newton-cg":
@@ -361,7 +359,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.decision_function([[0.0], [3.0]]).shape
         (2,)
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
             return _dask.predict(self, X, "decision_function")
         z = self._logits(X)
         if z.shape[1] == 2:
@@ -378,7 +376,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.predict([[0.0], [3.0]]).tolist()
         ['a', 'b']
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
             return _dask.predict(self, X, "predict")
         z = self._logits(X)
         return self.classes_[np.argmax(z, axis=1)]
@@ -396,7 +394,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> float(m.predict_proba([[1.5]]).sum())
         1.0
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
             return _dask.predict(self, X, "predict_proba")
         return np.asarray(core.softmax(self._logits(X), axis=1))
 
@@ -413,7 +411,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> bool(m.predict_log_proba([[1e6]])[0, 0] < -1e3)
         True
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
+        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
             return _dask.predict(self, X, "predict_log_proba")
         return np.asarray(core.log_softmax(self._logits(X), axis=1))
 
@@ -429,7 +427,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.score([[0.0], [3.0]], [0, 1])
         1.0
         """
-        if _dask.is_dask_collection(X):
+        if is_dask_collection(X):
             return _dask.score(self, X, y, sample_weight)
         return float(super().score(X, y, sample_weight=sample_weight))
 
