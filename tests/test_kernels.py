@@ -560,8 +560,8 @@ def test_bench_round_robin_gives_every_implementation_every_round(tmp_path, monk
     real_run = bench.subprocess.run
 
     def spy(cmd, **kw):
-        if cmd[2] == bench._LINEAR_CHILD:
-            children.append(cmd[3])  # the implementation
+        if cmd[3:4] == [str(bench._CHILDREN / "linear.py")]:  # the child module, run by path
+            children.append(cmd[4])  # the implementation
         return real_run(cmd, **kw)
 
     monkeypatch.setattr(bench.subprocess, "run", spy)
