@@ -12,6 +12,7 @@ softgrad's (:mod:`softgrad.losses`); the objective lives in :mod:`._objective`, 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -62,6 +63,19 @@ def _make_objective(
 ) -> SoftmaxObjective:
     """The one place ``fit`` builds its objective (other row containers plug in here)."""
     return ArrayObjective(X, y_idx, sw, n_classes, C=C, fit_intercept=fit_intercept)
+
+
+def _lazy_on_dask(method: Callable[[Any, Any], np.ndarray]) -> Callable[[Any, Any], np.ndarray]:
+    """The prediction ``method`` in memory; on Dask input, the same method as a lazy Dask array,
+    block by block (:func:`._dask.predict`, #6): one place that picks the path for all four."""
+
+    @functools.wraps(method)
+    def predict_any(self: Any, X: Any) -> np.ndarray:
+        if is_dask_collection(X):
+            return _dask.predict(self, X, method.__name__)
+        return method(self, X)
+
+    return predict_any
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -346,6 +360,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         z = np.asarray(X @ self.coef_.T)
         return z + self.intercept_
 
+    @_lazy_on_dask
     def decision_function(self, X: Any) -> np.ndarray:
         r"""The logits ``X W^T + b``, shape (n_samples, n_classes).
 
@@ -359,13 +374,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.decision_function([[0.0], [3.0]]).shape
         (2,)
         """
-        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "decision_function")
         z = self._logits(X)
         if z.shape[1] == 2:
             return z[:, 1] - z[:, 0]
         return z
 
+    @_lazy_on_dask
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row, shape (n_samples,).
 
@@ -376,11 +390,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.predict([[0.0], [3.0]]).tolist()
         ['a', 'b']
         """
-        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict")
         z = self._logits(X)
         return self.classes_[np.argmax(z, axis=1)]
 
+    @_lazy_on_dask
     def predict_proba(self, X: Any) -> np.ndarray:
         r"""Class probabilities ``softmax(X W^T + b)``, shape (n_samples, n_classes).
 
@@ -394,10 +407,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> float(m.predict_proba([[1.5]]).sum())
         1.0
         """
-        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict_proba")
         return np.asarray(core.softmax(self._logits(X), axis=1))
 
+    @_lazy_on_dask
     def predict_log_proba(self, X: Any) -> np.ndarray:
         r"""Log-probabilities ``log_softmax(X W^T + b)``, shape (n_samples, n_classes).
 
@@ -411,8 +423,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> bool(m.predict_log_proba([[1e6]])[0, 0] < -1e3)
         True
         """
-        if is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict_log_proba")
         return np.asarray(core.log_softmax(self._logits(X), axis=1))
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
