@@ -57,7 +57,7 @@ class Constants(NamedTuple):
     row_scale_mode: int  # 0: every row scaled by 1, 1: all by row_scale_all, 2: row r by row_scale[r]
     row_scale_all: float
     has_w: bool  # class weights given
-    has_sw: bool  # sample weights given
+    has_sample_weight: bool
     want_loss: bool
     want_grad: bool
     nt: bool  # stream the gradient out with non-temporal stores
@@ -333,7 +333,7 @@ def _ce_row(
 
 @strict
 def _ce_group(
-    x: Any, y: Any, w: Any, sw: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
     r0: int, r1: int, c: Any,
 ) -> None:  # pragma: no cover - jitted
     wide()
@@ -357,14 +357,14 @@ def _ce_group(
             pf = x[r + r1 - r0] if r + r1 - r0 < x.shape[0] else x[r, :0]
             lr = _ce_row(x[r], yr, w, c, scale, work, st, row_out, direct, pf)
         if c.want_loss:
-            loss[r] = lr * sw[r] if c.has_sw else lr
+            loss[r] = lr * sample_weight[r] if c.has_sample_weight else lr
     if c.want_grad and not direct:
         stream(grad[r0:r1].reshape(-1), stage, c.nt)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _ce_2d(
-    x: Any, y: Any, w: Any, sw: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
     per: int, c: Any,
 ) -> None:  # pragma: no cover - jitted
     wide()
@@ -374,18 +374,20 @@ def _ce_2d(
         wide()
         tid = numba.get_thread_id()
         r0 = g * per
-        _ce_group(x, y, w, sw, row_scale, loss, grad, work[tid], stage[tid], r0, min(r0 + per, rows), c)
+        r1 = min(r0 + per, rows)
+        _ce_group(x, y, w, sample_weight, row_scale, loss, grad, work[tid], stage[tid], r0, r1, c)
 
 
 @strict
 def _ce_2d_serial(
-    x: Any, y: Any, w: Any, sw: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
     per: int, c: Any,
 ) -> None:  # pragma: no cover - jitted
     wide()
     rows = x.shape[0]
     for r0 in range(0, rows, per):
-        _ce_group(x, y, w, sw, row_scale, loss, grad, work[0], stage[0], r0, min(r0 + per, rows), c)
+        r1 = min(r0 + per, rows)
+        _ce_group(x, y, w, sample_weight, row_scale, loss, grad, work[0], stage[0], r0, r1, c)
     if c.nt:
         sfence()
 
@@ -426,13 +428,13 @@ def cross_entropy_2d(
     work = _rows.scratch("work", nthr, wl, np.float64)
     stage = _rows.scratch("stage", nthr, sl, x.dtype)
     w = np.ones(1) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    sw = np.ones(1) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64)
+    weights = np.ones(1) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64)
     if row_scale is None:
-        rs, mode, rs_all = np.ones(1), 0, 1.0
+        scales, mode, scale_all = np.ones(1), 0, 1.0
     elif row_scale.ndim == 0:
-        rs, mode, rs_all = np.ones(1), 1, float(row_scale)
+        scales, mode, scale_all = np.ones(1), 1, float(row_scale)
     else:
-        rs, mode, rs_all = np.ascontiguousarray(row_scale, dtype=np.float64), 2, 1.0
+        scales, mode, scale_all = np.ascontiguousarray(row_scale, dtype=np.float64), 2, 1.0
     loss = np.empty(rows if want_loss else 1, dtype=np.float64)
     grad = np.empty((1, 1), x.dtype)
     if want_grad:
@@ -442,13 +444,14 @@ def cross_entropy_2d(
         sum_w=float(np.sum(w)) if weight is not None else float(n),
         ignore=int(ignore_index),
         row_scale_mode=mode,
-        row_scale_all=rs_all,
+        row_scale_all=scale_all,
         has_w=weight is not None,
-        has_sw=sample_weight is not None,
+        has_sample_weight=sample_weight is not None,
         want_loss=bool(want_loss),
         want_grad=bool(want_grad),
         nt=bool(want_grad) and _rows.streaming(grad, x),
     )
     y = np.ascontiguousarray(target, dtype=np.int64)
-    _rows.dynamic(_ce_2d if nthr > 1 else _ce_2d_serial, x, y, w, sw, rs, loss, grad, work, stage, per, c)
+    run = _ce_2d if nthr > 1 else _ce_2d_serial
+    _rows.dynamic(run, x, y, w, weights, scales, loss, grad, work, stage, per, c)
     return (loss if want_loss else None), (grad if want_grad else None)

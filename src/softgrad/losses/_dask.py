@@ -50,7 +50,7 @@ def _rows(v: Any, rows: tuple[int, ...], name: str, ndim: tuple[int, ...]) -> An
 
 
 def _block(
-    x: np.ndarray, t: np.ndarray, sw: np.ndarray | None, params: tuple[Any, ...], opts: dict[str, Any]
+    x: np.ndarray, t: np.ndarray, row_weight: np.ndarray | None, params: tuple[Any, ...], opts: dict[str, Any]
 ) -> tuple[Any, ...]:
     """One block: ``(loss_sum, denominator, dx, dW, db)`` (gradients of the block's sum)."""
     W, b, weight = params
@@ -58,7 +58,7 @@ def _block(
         "weight": weight,
         "ignore_index": opts["ignore_index"],
         "label_smoothing": opts["label_smoothing"],
-        "sample_weight": sw,
+        "sample_weight": row_weight,
         "chunk_size": opts["chunk_size"],
     }
     reduction = "none" if opts["reduction"] == "none" else "sum"
@@ -68,7 +68,8 @@ def _block(
     if opts["reduction"] == "mean":  # the block's share of the mean's denominator, by the same rule
         cd = compute_dtype(np, x.dtype)
         shape = (x.shape[0], W.shape[0])
-        o, tgt, s = _check_targets(np, x, shape, 1, cd, t, weight, kw["ignore_index"], 0.0, "mean", sw)
+        ignore = kw["ignore_index"]
+        o, tgt, s = _check_targets(np, x, shape, 1, cd, t, weight, ignore, 0.0, "mean", row_weight)
         den = float(_mean_denominator(np, tgt, s, o, cd))
     if opts["reduction"] == "none":
         return (np.asarray(loss), den, *grads)
@@ -139,7 +140,7 @@ def dask_linear_cross_entropy(
     T = W_shape[0]
     rows = x.chunks[0]
     target = _rows(target, rows, "target", (1, 2))
-    sw = None if sample_weight is None else _rows(sample_weight, rows, "sample_weight", (1,))
+    row_weight = None if sample_weight is None else _rows(sample_weight, rows, "sample_weight", (1,))
     if weight is not None and not is_dask_collection(weight):
         weight = np.asarray(weight)
     dtype = np.result_type(x.dtype, W.dtype, *(() if b is None else (b.dtype,)))
@@ -159,7 +160,7 @@ def dask_linear_cross_entropy(
     params = dask.delayed(tuple, pure=False)([W, b, weight], dask_key_name=f"softgrad-lce-params-{token}")
     xs = x.to_delayed().ravel()
     ts = target.to_delayed().ravel()
-    ss = [None] * len(xs) if sw is None else list(sw.to_delayed().ravel())
+    ss = [None] * len(xs) if row_weight is None else list(row_weight.to_delayed().ravel())
     blocks = [
         dask.delayed(_block, pure=False)(xb, tb, sb, params, opts, dask_key_name=f"softgrad-lce-{token}-{i}")
         for i, (xb, tb, sb) in enumerate(zip(xs, ts, ss, strict=True))

@@ -183,18 +183,18 @@ def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
     X, names = as_row_array(X, "X")
     rows = X.chunks[0]
     y = as_row_vector(y, rows, "y")
-    sw = None
+    row_weight = None
     if sample_weight is not None:
-        sw = as_row_vector(sample_weight, rows, "sample_weight")
-        if sw.dtype.kind not in "fiub":
-            raise TypeError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
-        sw = sw.astype(np.float64)
-    X, y, sw = dask.persist(X, y, sw)
+        row_weight = as_row_vector(sample_weight, rows, "sample_weight")
+        if row_weight.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {row_weight.dtype}")
+        row_weight = row_weight.astype(np.float64)
+    X, y, row_weight = dask.persist(X, y, row_weight)
     if X.shape[0] == 0:
         raise ValueError("X has 0 rows: at least one sample is required")
     checks = [da.unique(y, return_counts=True), da.isfinite(X).all()]
-    if sw is not None:
-        checks.append((da.isfinite(sw) & (sw >= 0)).all())
+    if row_weight is not None:
+        checks.append((da.isfinite(row_weight) & (row_weight >= 0)).all())
     (classes, counts), x_ok, *sw_ok = dask.compute(*checks)
     if not bool(x_ok):
         raise ValueError("X contains NaN or infinity")
@@ -203,7 +203,7 @@ def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
     classes = np.asarray(classes)
     y_enc = y.map_blocks(_encode_block, dask.delayed(classes), meta=np.empty((0,), dtype=np.intp))
     (y_enc,) = dask.persist(y_enc)
-    return DaskData(X, y_enc, sw, classes, names, np.asarray(counts))
+    return DaskData(X, y_enc, row_weight, classes, names, np.asarray(counts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +231,8 @@ def _aligned(a: Any) -> Any:
     return np.require(a, requirements=["C", "A"])
 
 
-def _run_block(func: Callable[..., Any], X: Any, y: Any, sw: Any, shared: tuple[Any, ...]) -> Any:
-    return _as_partial(func(_aligned(X), _aligned(y), _aligned(sw), *shared))
+def _run_block(func: Callable[..., Any], X: Any, y: Any, row_weight: Any, shared: tuple[Any, ...]) -> Any:
+    return _as_partial(func(_aligned(X), _aligned(y), _aligned(row_weight), *shared))
 
 
 class BlockMapReduce:
@@ -287,15 +287,18 @@ def _shared(*vectors: Any) -> tuple[Any, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _block_value_and_grad(X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None) -> tuple[Any, ...]:
-    d, gW, gb = data_value_and_grad(X, y, sw, W, b)
+def _block_value_and_grad(
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None
+) -> tuple[Any, ...]:
+    d, gW, gb = data_value_and_grad(X, y, row_weight, W, b)
     return (d, gW) if gb is None else (d, gW, gb)
 
 
 def _block_hvp(
-    X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None,
+    dW: np.ndarray, db: np.ndarray | None,
 ) -> tuple[Any, ...]:
-    hW, hb = data_hvp(X, y, sw, W, b, dW, db)
+    hW, hb = data_hvp(X, y, row_weight, W, b, dW, db)
     return (hW,) if hb is None else (hW, hb)
 
 
@@ -308,14 +311,14 @@ class DaskObjective(SoftmaxObjective):
     :func:`~._objective.data_hvp`. ``W`` and ``b`` travel in the training dtype.
     """
 
-    def __init__(self, data: DaskData, *, C: float, fit_intercept: bool, sw_sum: float) -> None:
+    def __init__(self, data: DaskData, *, C: float, fit_intercept: bool, row_weight_sum: float) -> None:
         super().__init__(
             data.n_features,
             len(data.classes),
             C=C,
             fit_intercept=fit_intercept,
             dtype=data.X.dtype,
-            sw_sum=sw_sum,
+            row_weight_sum=row_weight_sum,
         )
         self.data = data
         self.map_reduce = BlockMapReduce(data)
@@ -348,9 +351,9 @@ def _class_weight_vector(class_weight: Any, classes: np.ndarray, weighted_counts
     return np.asarray(compute_class_weight(class_weight, classes=classes, y=classes), dtype=np.float64)
 
 
-def _row_weights(y: np.ndarray, sw: np.ndarray | None, cw: np.ndarray) -> np.ndarray:
+def _row_weights(y: np.ndarray, row_weight: np.ndarray | None, cw: np.ndarray) -> np.ndarray:
     w = cw[y]
-    return w if sw is None else (sw * w).astype(sw.dtype)
+    return w if row_weight is None else (row_weight * w).astype(row_weight.dtype)
 
 
 def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = None) -> Any:
@@ -368,23 +371,26 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     check_classification_targets(classes)
     check_two_classes(classes)
     dtype = data.X.dtype
-    sw = data.sample_weight
-    if sw is not None:
-        sw = sw.astype(dtype)  # as the in-memory fit: row weights in the training dtype
+    row_weight = data.sample_weight
+    if row_weight is not None:
+        row_weight = row_weight.astype(dtype)  # as the in-memory fit: row weights in the training dtype
     if model.class_weight is not None:
         counts = data.class_counts.astype(np.float64)
         if data.sample_weight is not None:
             counts = da.bincount(data.y, weights=data.sample_weight, minlength=classes.size).compute()
         cw = _class_weight_vector(model.class_weight, classes, counts).astype(dtype)
-        sw = da.map_blocks(_row_weights, data.y, sw, dask.delayed(cw), meta=np.empty((0,), dtype=dtype))
-    if sw is None:
-        sw_sum = float(data.n_samples)
+        meta = np.empty((0,), dtype=dtype)
+        row_weight = da.map_blocks(_row_weights, data.y, row_weight, dask.delayed(cw), meta=meta)
+    if row_weight is None:
+        row_weight_sum = float(data.n_samples)
     else:
-        (sw,) = dask.persist(sw)
-        sw_sum = float(da.sum(sw, dtype=np.float64).compute())
-    data = DaskData(data.X, data.y, sw, classes, data.feature_names, data.class_counts)
+        (row_weight,) = dask.persist(row_weight)
+        row_weight_sum = float(da.sum(row_weight, dtype=np.float64).compute())
+    data = DaskData(data.X, data.y, row_weight, classes, data.feature_names, data.class_counts)
 
-    obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
+    obj = DaskObjective(
+        data, C=float(model.C), fit_intercept=model.fit_intercept, row_weight_sum=row_weight_sum
+    )
 
     model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=streaming_sgd)
     model.n_features_in_ = data.n_features
@@ -417,7 +423,7 @@ class _SGDSpec:
 
 
 def _sgd_block(
-    state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, epoch: int, seed: int
+    state: tuple[Any, ...], X: Any, y: Any, row_weight: Any, spec: _SGDSpec, epoch: int, seed: int
 ) -> tuple[Any, ...]:
     """The mini-batch updates of one epoch over one block's rows, in a random order.
 
@@ -426,14 +432,14 @@ def _sgd_block(
     """
     w, avg, n_avg, t = state
     w, avg = w.copy(), avg.copy()
-    X, y, sw = _aligned(X), _aligned(y), _aligned(sw)
+    X, y, row_weight = _aligned(X), _aligned(y), _aligned(row_weight)
     k = spec.n_classes * spec.n_features
     order = np.random.default_rng(seed).permutation(X.shape[0])
     for start in range(0, order.size, spec.batch_size):
         idx = order[start : start + spec.batch_size]
         W = w[:k].reshape(spec.n_classes, spec.n_features).astype(spec.dtype)
         b = w[k:].astype(spec.dtype) if spec.fit_intercept else None
-        _, gW, gb = data_value_and_grad(X[idx], y[idx], None if sw is None else sw[idx], W, b)
+        _, gW, gb = data_value_and_grad(X[idx], y[idx], None if row_weight is None else row_weight[idx], W, b)
         parts = [np.asarray(gW, dtype=np.float64).ravel()]
         if gb is not None:
             parts.append(np.asarray(gb, dtype=np.float64))
@@ -605,6 +611,6 @@ def score(model: Any, X: Any, y: Any, sample_weight: Any = None) -> float:
     correct = (pred == y).astype(np.float64)
     if sample_weight is None:
         return float(correct.mean().compute())
-    sw = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
-    num, den = dask.compute((correct * sw).sum(), sw.sum())
+    row_weight = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
+    num, den = dask.compute((correct * row_weight).sum(), row_weight.sum())
     return float(num / den)

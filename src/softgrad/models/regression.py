@@ -55,14 +55,14 @@ _FLOAT32_TOL_FLOOR = 1e-7
 def _make_objective(
     X: Any,
     y_idx: np.ndarray,
-    sw: np.ndarray | None,
+    row_weight: np.ndarray | None,
     n_classes: int,
     *,
     C: float,
     fit_intercept: bool,
 ) -> SoftmaxObjective:
     """The one place ``fit`` builds its objective (other row containers plug in here)."""
-    return ArrayObjective(X, y_idx, sw, n_classes, C=C, fit_intercept=fit_intercept)
+    return ArrayObjective(X, y_idx, row_weight, n_classes, C=C, fit_intercept=fit_intercept)
 
 
 def _lazy_on_dask(method: Callable[[Any, Any], np.ndarray]) -> Callable[[Any, Any], np.ndarray]:
@@ -254,14 +254,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         y_idx = encoder.fit_transform(y).astype(np.intp)
         classes = encoder.classes_
         check_two_classes(classes)
-        sw = None
+        row_weight = None
         if sample_weight is not None or self.class_weight is not None:
-            sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
+            row_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True
+            )
         if self.class_weight is not None:
             cw = compute_class_weight(self.class_weight, classes=classes, y=y, sample_weight=sample_weight)
-            sw = sw * cw[y_idx].astype(X.dtype)
+            row_weight = row_weight * cw[y_idx].astype(X.dtype)
 
-        obj = _make_objective(X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept)
+        obj = _make_objective(
+            X, y_idx, row_weight, classes.size, C=float(self.C), fit_intercept=self.fit_intercept
+        )
         with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
             self._fit_objective(obj, classes, X.shape[1], X.shape[0], X.dtype, callback)
         return self
