@@ -18,12 +18,15 @@ and its total :math:`a = \sum_j q_j`, the loss of a row, its gradient and its He
 with :math:`p = \operatorname{softmax}(o)`. Without weights and smoothing this is the seed
 formula ``dl/do = y_hat - y``.
 
-Layout of the private tier: :func:`_prepare` validates once and flattens the batch axes into
-rows (classes last); :func:`_row_targets` builds ``q`` and ``a`` for a block of rows;
-:func:`_block` computes loss and gradient of a block from one shift of its logits. NumPy input
-is processed in blocks of rows so that the float64 temporaries stay in cache and the extra
-memory stays small; every other backend gets one block of pure ``xp`` code (lazy for Dask,
-traceable for JAX).
+Every public function validates first (:func:`_prepare`, and the one ``out=`` checker of
+:mod:`softgrad._array`), then picks the path (:func:`_kernel_takes`: the fused kernel of
+:mod:`._ce_kernels` for NumPy float32/float64 logits with class indices), then computes.
+Layout of the private tier: :func:`_prepare` flattens the batch axes into rows (classes last);
+:func:`_row_targets` builds ``q`` and ``a`` for a block of rows (the weighted-target rule, once;
+the kernel's copy is in :mod:`._ce_kernels`); :func:`_block` computes loss and gradient of a
+block from one shift of its logits. NumPy input is processed in blocks of rows so that the
+float64 temporaries stay in cache and the extra memory stays small; every other backend gets
+one block of pure ``xp`` code (lazy for Dask, traceable for JAX).
 """
 
 from __future__ import annotations
