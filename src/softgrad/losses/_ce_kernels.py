@@ -418,7 +418,7 @@ def cross_entropy_2d(
     ``x`` (R, C) NumPy float32/float64 logits that :func:`fits`; ``target`` (R,) integer class indices in
     [0, C) or equal to ``ignore_index``; ``weight`` (C,) or None; ``sample_weight`` (R,) or
     None; ``row_scale`` (R,), 0-d or None. Returns ``(loss_rows, grad)`` as the reference's
-    ``_loss_grad_rows``: float64 losses, the gradient in ``x``'s dtype, written into
+    ``_reference_rows``: float64 losses, the gradient in ``x``'s dtype, written into
     ``grad_out`` when given (C-contiguous, ``x``'s shape and dtype; it may be ``x`` itself).
     """
     x = np.ascontiguousarray(x)

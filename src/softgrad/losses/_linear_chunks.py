@@ -12,11 +12,13 @@ from typing import Any, NamedTuple
 
 from .._array import Array, as_int, compute_dtype, is_numpy_array
 from .cross_entropy import (
+    RowStep,
     _check_targets,
-    _loss_grad_rows,
     _Problem,
     _reduce,
+    _reference_rows,
     _row_scale,
+    _row_step,
     _Scales,
     _scales,
 )
@@ -99,11 +101,13 @@ class _Chunks(NamedTuple):
         n_rows = self.x.shape[0]
         return [slice(start, min(start + self.chunk, n_rows)) for start in range(0, n_rows, self.chunk)]
 
-    def loss_grad(self, z: Array, sl: slice, grad_out: Array | None) -> tuple[Array, Array | None]:
+    def loss_grad(
+        self, step: RowStep, z: Array, sl: slice, grad_out: Array | None
+    ) -> tuple[Array, Array | None]:
         """The chunk's sample-weighted per-row losses and the gradient of its logits ``z``."""
         p = self.problem
         weights, scale = _row_scale(p.sample_weight, sl), _row_scale(self.scales.row, sl)
-        return _loss_grad_rows(
+        return step(
             p.xp, z, p.target[sl, ...], weights, scale, p.opts, p.compute_dtype,
             True, self.return_grad, grad_out,
         )
@@ -124,13 +128,14 @@ def _numpy_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] |
     # One logits buffer for all chunks: a fresh 100 MB array costs its page faults on every
     # chunk (about 40 ms each here, a third of the chunk's first product).
     zbuf = np.empty((min(c.chunk, n_rows), n_classes), dtype=dtype)
+    step = _row_step(zbuf, c.problem.opts)  # the kernel or the reference, for every chunk
     losses = []
     for sl in c.rows():
         xs = x[sl, ...]
         z = np.matmul(xs, Wt, out=zbuf[: xs.shape[0]])
         if b is not None:
             z += b
-        loss_rows, gz = c.loss_grad(z, sl, grad_out=z)  # block by block: no second array
+        loss_rows, gz = c.loss_grad(step, z, sl, grad_out=z)  # block by block: no second array
         del z
         losses.append(loss_rows)
         if grads is None or gz is None:
@@ -156,7 +161,7 @@ def _xp_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] | No
         z = xp.matmul(xs, Wt)
         if b is not None:
             z = z + b
-        loss_rows, gz = c.loss_grad(z, sl, grad_out=None)
+        loss_rows, gz = c.loss_grad(_reference_rows, z, sl, grad_out=None)  # kernels are NumPy-only
         losses.append(loss_rows)
         if gz is None:
             continue

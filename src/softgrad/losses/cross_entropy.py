@@ -19,7 +19,7 @@ with :math:`p = \operatorname{softmax}(o)`. Without weights and smoothing this i
 formula ``dl/do = y_hat - y``.
 
 Every public function validates first (:func:`_prepare`, and the one ``out=`` checker of
-:mod:`softgrad._array`), then picks the path (:func:`_kernel_takes`: the fused kernel of
+:mod:`softgrad._array`), then picks the path (:func:`_row_step`: the fused kernel of
 :mod:`._ce_kernels` for NumPy float32/float64 logits with class indices), then computes.
 Layout of the private tier: :func:`_prepare` flattens the batch axes into rows (classes last);
 :func:`_row_targets` builds ``q`` and ``a`` for a block of rows (the weighted-target rule, once;
@@ -32,6 +32,7 @@ one block of pure ``xp`` code (lazy for Dask, traceable for JAX).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -438,17 +439,43 @@ def _row_scale(scale: Array | None, sl: slice) -> Array | None:
     return scale[sl] if scale.ndim else scale
 
 
-def _kernel_takes(x: Array, opts: _Options) -> bool:
-    """The fused kernel takes NumPy float32/float64 rows with class indices checked eagerly
-    (and rows that fit its scratch); Numba is imported only once the cheap checks pass."""
-    if not (opts.by_index and opts.checked and _dispatch.applies(x)):
-        return False
+RowStep = Callable[..., tuple[Any, Any]]  # _kernel_rows or _reference_rows
+
+
+def _row_step(x: Array, opts: _Options) -> RowStep:
+    """Pick the path, once per call, for validated rows of logits like ``x``: the fused kernel
+    for NumPy float32/float64 rows with class indices checked eagerly (and rows that fit its
+    scratch), the reference otherwise. Numba is imported only once the cheap checks pass."""
+    if opts.by_index and opts.checked and _dispatch.applies(x):
+        from . import _ce_kernels
+
+        if _ce_kernels.fits(x):
+            return _kernel_rows
+    return _reference_rows
+
+
+def _kernel_rows(
+    xp: Any,
+    x: Array,
+    target: Array,
+    sample_weight: Array | None,
+    row_scale: Array | None,
+    opts: _Options,
+    compute_dtype: Any,
+    want_loss: bool,
+    want_grad: bool,
+    grad_out: Array | None = None,
+) -> tuple[Array | None, Array | None]:
+    """:func:`_reference_rows` on the fused kernel of :mod:`._ce_kernels` (rows it takes)."""
     from . import _ce_kernels
 
-    return _ce_kernels.fits(x)
+    return _ce_kernels.cross_entropy_2d(
+        x, target, opts.weight, opts.ignore_index, opts.smoothing,
+        sample_weight, row_scale, want_loss, want_grad, grad_out,
+    )
 
 
-def _loss_grad_rows(
+def _reference_rows(
     xp: Any,
     x: Array,
     target: Array,
@@ -462,18 +489,11 @@ def _loss_grad_rows(
 ) -> tuple[Array | None, Array | None]:
     """Sample-weighted per-row losses (R,) in ``compute_dtype`` and the scaled gradient (R, C).
 
-    ``x`` holds rows of logits in any floating dtype; each block is cast to ``compute_dtype`` on its own,
-    so NumPy input never has a full-size compute-dtype copy. NumPy gradients are written into
-    ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself: every block
-    is read before it is overwritten).
+    ``x`` holds rows of logits in any floating dtype; each block is cast to ``compute_dtype``
+    on its own, so NumPy input never has a full-size compute-dtype copy. NumPy gradients are
+    written into ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself:
+    every block is read before it is overwritten).
     """
-    if _kernel_takes(x, opts):
-        from . import _ce_kernels
-
-        return _ce_kernels.cross_entropy_2d(
-            x, target, opts.weight, opts.ignore_index, opts.smoothing,
-            sample_weight, row_scale, want_loss, want_grad, grad_out,
-        )
     blocks = _blocks(x, opts.n_classes)
     single = len(blocks) == 1 and grad_out is None
     loss_rows = None
@@ -530,11 +550,12 @@ def _rows_view(problem: _Problem, out: Any) -> Any:
 
 
 def _value_and_grad(
-    problem: _Problem, want_loss: bool, want_grad: bool, grad_out: Any = None
+    problem: _Problem, step: RowStep, want_loss: bool, want_grad: bool, grad_out: Any = None
 ) -> tuple[Any, Any]:
+    """The loss and/or gradient of the validated ``problem`` by the row ``step`` picked for it."""
     scales = _scales(problem)
     direct = _rows_view(problem, grad_out) if want_grad else None
-    loss_rows, grad = _loss_grad_rows(
+    loss_rows, grad = step(
         problem.xp, problem.x, problem.target, problem.sample_weight, scales.row, problem.opts,
         problem.compute_dtype, want_loss, want_grad, direct,
     )
@@ -631,7 +652,7 @@ def cross_entropy(
     array([0.41703002, 0.1967341 ])
     """
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
-    return _value_and_grad(problem, True, False)[0]
+    return _value_and_grad(problem, _row_step(problem.x, problem.opts), True, False)[0]
 
 
 def cross_entropy_grad(
@@ -689,7 +710,7 @@ def cross_entropy_grad(
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     if out is not None:
         _check_grad_out(problem, out, "out")
-    return _value_and_grad(problem, False, True, out)[1]
+    return _value_and_grad(problem, _row_step(problem.x, problem.opts), False, True, out)[1]
 
 
 def cross_entropy_value_and_grad(
@@ -741,7 +762,8 @@ def cross_entropy_value_and_grad(
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     if grad_out is not None:
         _check_grad_out(problem, grad_out, "grad_out")
-    return _value_and_grad(problem, True, True, grad_out)  # type: ignore[return-value]
+    step = _row_step(problem.x, problem.opts)
+    return _value_and_grad(problem, step, True, True, grad_out)  # type: ignore[return-value]
 
 
 def cross_entropy_hvp(
