@@ -162,5 +162,5 @@ def test_out_is_checked_and_written(name, kernel_path):
         call(name, x, out=np.empty((4, 4)))
     with pytest.raises(ValueError, match=rf"out must have shape {shape} .* got .* and float32"):
         call(name, x, out=np.empty(want.shape, dtype=np.float32))
-    with pytest.raises(TypeError, match=r"out= is supported for NumPy arrays only, got list"):
+    with pytest.raises(TypeError, match=r"out= must be a NumPy array, got list"):
         call(name, x, out=[0.0] * 6)

@@ -251,7 +251,7 @@ def test_evaluation_graph(synthetic: tuple[np.ndarray, np.ndarray, np.ndarray]) 
     X, y, sw = synthetic
     Xd = da.from_array(X, chunks=(100, 6)).map_blocks(np.negative, dtype=X.dtype)  # some source
     data = _dask.prepare_data(Xd, da.from_array(y, chunks=100), sw)
-    obj = _dask.DaskObjective(data, C=1.0, fit_intercept=True, sw_sum=float(sw.sum()))
+    obj = _dask.DaskObjective(data, C=1.0, fit_intercept=True, row_weight_sum=float(sw.sum()))
     W = np.arange(24.0).reshape(4, 6) / 100
     b = np.ones(4)
     graph = dict(obj.map_reduce.graph(_dask._block_value_and_grad, W, b).__dask_graph__())

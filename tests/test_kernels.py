@@ -21,7 +21,8 @@ import pytest
 from mpmath import mp
 
 import softgrad as sg
-from softgrad.core import _kernels
+from softgrad.core import _kernels, _rows
+from softgrad.losses import _ce_kernels
 
 DTYPES = (np.float32, np.float64)
 INF, NAN = np.inf, np.nan
@@ -57,14 +58,17 @@ def ulps(a: np.ndarray, b: np.ndarray) -> float:
 def spy(monkeypatch):
     """Counts the calls that reach each kernel entry point."""
     calls: dict[str, int] = {}
-    for name in ("softmax_2d", "logsumexp_2d", "softmax_vjp_2d", "log_softmax_vjp_2d", "cross_entropy_2d"):
-        original = getattr(_kernels, name)
+    entry_points = [
+        (_kernels, name) for name in ("softmax_2d", "logsumexp_2d", "softmax_vjp_2d", "log_softmax_vjp_2d")
+    ]
+    for module, name in [*entry_points, (_ce_kernels, "cross_entropy_2d")]:
+        original = getattr(module, name)
 
         def wrapper(*args, _name=name, _orig=original, **kwargs):
             calls[_name] = calls.get(_name, 0) + 1
             return _orig(*args, **kwargs)
 
-        monkeypatch.setattr(_kernels, name, wrapper)
+        monkeypatch.setattr(module, name, wrapper)
     return calls
 
 
@@ -125,7 +129,7 @@ def test_rows_of_a_million_and_rows_longer_than_the_scratch(dtype, monkeypatch):
     for fn in (sg.softmax, sg.log_softmax, sg.logsumexp):
         assert ulps(fn(x), reference(fn, x)) <= TOL[dtype]
     # the chunked path (rows longer than the work buffer) on a small scratch
-    monkeypatch.setattr(_kernels, "GROUP", 1000)
+    monkeypatch.setattr(_rows, "GROUP", 1000)
     y = special_rows(2500, dtype, rng)
     for fn in (sg.softmax, sg.log_softmax, sg.logsumexp):
         assert ulps(fn(y), reference(fn, y)) <= TOL[dtype], fn.__name__
@@ -150,24 +154,24 @@ def test_long_rows_stream_the_same_bits_as_plain_stores(dtype, temperature, monk
     and within the contract of the reference. Also the chunked path (rows longer than the work
     buffer) and a special row."""
     rng = np.random.default_rng(12)
-    n = _kernels._SMALL_GROUP + 27  # rows of odd length: every row starts at another offset
+    n = _rows.SMALL_GROUP + 27  # rows of odd length: every row starts at another offset
     x = (rng.standard_normal((70, n)) * 4).astype(dtype)
     x[3, 5] = INF
     x[4, :100] = -INF
-    assert x.nbytes >= _kernels._NT_MIN_BYTES
-    for group in (_kernels.GROUP, 5000):
-        monkeypatch.setattr(_kernels, "GROUP", group)
+    assert x.nbytes >= _rows.NT_MIN_BYTES
+    for group in (_rows.GROUP, 5000):
+        monkeypatch.setattr(_rows, "GROUP", group)
         for fn in (sg.softmax, sg.log_softmax):
             streamed = fn(x, temperature=temperature)
             with monkeypatch.context() as m:
-                m.setattr(_kernels, "_NT_MIN_BYTES", 1 << 62)
+                m.setattr(_rows, "NT_MIN_BYTES", 1 << 62)
                 plain = fn(x, temperature=temperature)
             np.testing.assert_array_equal(streamed, plain)
             assert ulps(streamed, reference(fn, x, temperature=temperature)) <= TOL[dtype], fn.__name__
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [300, 1001, _kernels._SMALL_GROUP + 27])
+@pytest.mark.parametrize("n", [300, 1001, _rows.SMALL_GROUP + 27])
 def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch):
     """Rows of a streamed output (4 MiB and more): softmax and log_softmax rows of _LINE_ROWS
     entries and more go straight to it, a 64-byte line at a time, each row at another offset
@@ -176,7 +180,7 @@ def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch)
     With and without class weights, smoothing, ignored rows and a temperature, all hold the
     same bits as with plain stores."""
     rng = np.random.default_rng(13)
-    rows = -(-(_kernels._NT_MIN_BYTES + 4096) // (n * np.dtype(dtype).itemsize))
+    rows = -(-(_rows.NT_MIN_BYTES + 4096) // (n * np.dtype(dtype).itemsize))
     x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
     x[1, 7] = INF
     x[2] = -INF
@@ -196,7 +200,7 @@ def test_streamed_rows_give_the_same_bits_as_plain_stores(dtype, n, monkeypatch)
         return out
 
     streamed = run()
-    monkeypatch.setattr(_kernels, "_NT_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(_rows, "NT_MIN_BYTES", 1 << 62)
     for a, b in zip(streamed, run(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert ulps(streamed[0], reference(sg.softmax, x)) <= TOL[dtype]
@@ -332,7 +336,7 @@ def test_switch_off_with_config_and_environment(spy):
         "import numpy as np, softgrad as sg\n"
         "from softgrad.core import _dispatch\n"
         "assert not sg.config.kernels_enabled()\n"
-        "assert _dispatch.softmax(np.ones((2, 3)), -1, 1.0, None, None) is None\n"
+        "assert not _dispatch.applies(np.ones((2, 3)))\n"
     )
     env = dict(os.environ, SOFTGRAD_DISABLE_KERNELS="1")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
@@ -556,8 +560,8 @@ def test_bench_round_robin_gives_every_implementation_every_round(tmp_path, monk
     real_run = bench.subprocess.run
 
     def spy(cmd, **kw):
-        if cmd[2] == bench._LINEAR_CHILD:
-            children.append(cmd[3])  # the implementation
+        if cmd[3:4] == [str(bench._CHILDREN / "linear.py")]:  # the child module, run by path
+            children.append(cmd[4])  # the implementation
         return real_run(cmd, **kw)
 
     monkeypatch.setattr(bench.subprocess, "run", spy)
@@ -579,18 +583,28 @@ def test_bench_bad_options(capsys):
     assert main(["bench", "--quick", "--repeat", "0"]) == 2
 
 
-def test_cached_kernels_go_stale_when_either_kernel_file_changes():
-    """Numba stamps a cached function with its own file only; the kernels call intrinsics from
-    _fastexp.py, so their stamp covers both files (an edit there must recompile them)."""
+def test_cached_kernels_go_stale_when_any_kernel_file_changes():
+    """Numba stamps a cached function with its own file only; the kernels call the row machinery
+    of _rows.py and the intrinsics of _fastexp.py, so every kernel's stamp covers every kernel
+    file (an edit to any of them must recompile them all)."""
     import hashlib
+    from pathlib import Path
 
     from softgrad.core import _fastexp
 
-    locator = _kernels._softmax_2d._cache._impl.locator
-    assert isinstance(locator, _fastexp._KernelSourcesLocator)
     digest = hashlib.sha256()
     for path in _fastexp._KERNEL_SOURCES:
         with open(path, "rb") as f:
             digest.update(f.read())
-    assert locator.get_source_stamp() == digest.hexdigest()
-    assert {os.path.basename(p) for p in _fastexp._KERNEL_SOURCES} == {"_fastexp.py", "_kernels.py"}
+    for kernel in (_kernels._softmax_2d, _rows.classify, _ce_kernels._ce_2d, _ce_kernels._ce_row):
+        locator = kernel._cache._impl.locator
+        assert isinstance(locator, _fastexp._KernelSourcesLocator)
+        assert locator.get_source_stamp() == digest.hexdigest()
+    package = Path(sg.__file__).parent
+    jitted = {  # every file that compiles code with Numba, found by reading the sources
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "numba" in path.read_text() and ("@strict" in path.read_text() or "njit" in path.read_text())
+    }
+    assert {str(Path(p).relative_to(package)) for p in _fastexp._KERNEL_SOURCES} == jitted
+    assert jitted == {"core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "losses/_ce_kernels.py"}

@@ -76,7 +76,7 @@ def test_float32_data_computes_in_float32_close_to_float64():
     w = np.random.default_rng(6).standard_normal(o64.n_params)
     W, b = o32.unpack(w)
     assert W.dtype == np.float32 and b.dtype == np.float32
-    _, gW, gb = data_value_and_grad(o32.X, y, o32.sw, W, b)
+    _, gW, gb = data_value_and_grad(o32.X, y, o32.row_weight, W, b)
     assert gW.dtype == np.float32 and gb.dtype == np.float32
     f32, g32 = o32.value_and_grad(w)
     f64, g64 = o64.value_and_grad(w)

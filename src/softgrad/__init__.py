@@ -4,9 +4,10 @@
 >>> sg.softmax([1.0, 2.0, 3.0])
 array([0.09003057, 0.24472847, 0.66524096])
 
-Layers, each importing only the ones before it: ``_array``/``config`` (array helpers) →
-``core`` (softmax family, derivatives) → ``losses`` (cross-entropy, the layer) → ``models``
-(estimators) → ``interfaces`` (command line, plots, benchmarks).
+Layers, each importing only the ones before it: ``_array``/``_dasktools``/``config`` (array and
+Dask helpers) → ``core`` (softmax family, derivatives) → ``losses`` (cross-entropy, the layer) →
+``models`` (estimators), beside it ``teaching`` and the autodiff adapters ``torch``/``jax`` →
+``interfaces`` (command line, plots, benchmarks). README.md, "Development", has the table.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ __all__ = [
     "as_float_array",
     "as_int",
     "cast_result",
+    "check_out",
     "check_same_shape",
     "check_temperature",
     "compute_dtype",
@@ -213,21 +214,39 @@ def _has_float64(xp: Any) -> bool:
     return hasattr(xp, "float64")
 
 
+def check_out(
+    out: Any, shape: tuple[int, ...], dtype: Any, like: Any, name: str = "out", what: str = "input"
+) -> None:
+    """Check an ``out=`` (or ``grad_out=``) array before any work is done; one wording for all.
+
+    ``out`` must be a NumPy array of the result's ``shape`` and ``dtype``, and the input
+    ``like`` (called ``what`` in the message) a NumPy array. ``None`` passes.
+    """
+    if out is None:
+        return
+    import numpy as np
+
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}= must be a NumPy array, got {type(out).__name__}")
+    if not is_numpy_array(like):
+        raise TypeError(f"{name}= is supported for NumPy {what} only, got {type(like).__name__} {what}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
+            f"got {out.shape} and {out.dtype}"
+        )
+
+
 def store_out(result: Any, out: Any) -> Any:
-    """Write ``result`` into the NumPy array ``out`` when one was given; return what to return."""
+    """Write ``result`` into ``out`` (checked by :func:`check_out`) when given; return what to return.
+
+    Without ``out``, a 0-d NumPy result becomes a NumPy scalar, as NumPy's own reductions return.
+    """
     import numpy as np
 
     if out is None:
         if isinstance(result, np.ndarray) and result.ndim == 0:
-            return result[()]  # a NumPy scalar, as NumPy's own reductions return
+            return result[()]
         return result
-
-    if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray | np.generic):
-        raise TypeError(f"out= is supported for NumPy arrays only, got {type(out).__name__}")
-    if out.shape != np.shape(result) or out.dtype != result.dtype:
-        raise ValueError(
-            f"out must have shape {np.shape(result)} and dtype {result.dtype}, "
-            f"got {out.shape} and {out.dtype}"
-        )
     np.copyto(out, result)
     return out

@@ -1,22 +1,24 @@
 """Dispatch to the fused CPU kernels (Numba) for NumPy input.
 
-Each function returns the result when a kernel applies (NumPy float32/float64 input, kernels
-enabled in :mod:`softgrad.config`) and ``None`` otherwise, in which case the caller runs the
-reference code. The reference code is the oracle the kernels are tested against.
+The public functions of :mod:`.softmax` and :mod:`.derivatives` do three things in order: they
+validate every argument (the same checks and errors whichever path runs), they ask
+:func:`applies` whether a kernel takes the input, and they compute, either here or in the
+reference code. The reference code is the oracle the kernels are tested against. The functions
+below trust their (validated) arguments.
 
 What runs where:
 
-* NumPy ``float32``/``float64`` arrays with at least one element: the kernel, along any axis
-  (a softmax axis that is not the last, contiguous one is copied into place first; the result
-  comes back as a view with the axes in the caller's order).
+* NumPy ``float32``/``float64`` arrays with at least one element, as the caller passed them
+  (lists and integer arrays are converted by the reference path as before): the kernel, along
+  any axis (a softmax axis that is not the last, contiguous one is copied into place first; the
+  result comes back as a view with the axes in the caller's order).
 * ``where=`` masks: the masked entries are replaced by ``-inf`` (one extra pass), which is
   exactly how the reference treats them.
-* ``out=``: validated as the reference does (NumPy array of the result's shape and dtype) and
-  written directly when it is C-contiguous and does not overlap the input; otherwise through a
-  temporary.
-* Anything else (other dtypes, other array libraries, empty rows, mixed dtypes in the VJPs,
-  kernels switched off with ``SOFTGRAD_DISABLE_KERNELS=1`` or ``config.kernels(False)``):
-  ``None``. Bad arguments raise the same errors as the reference.
+* ``out=``: written directly when it is C-contiguous and does not overlap the input; otherwise
+  through a temporary.
+* Anything else (other dtypes, other array libraries, empty arrays, mixed dtypes in the VJPs,
+  kernels switched off with ``SOFTGRAD_DISABLE_KERNELS=1`` or ``config.kernels(False)``): the
+  reference code.
 
 Numba and the kernels are imported on first use; compiled code is cached on disk, so the first
 call in a process costs Numba's import and a cache load (about 0.5 s here) instead of a
@@ -30,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from .. import config
-from .._array import cast_result, check_temperature, normalize_axis, validate_where
+from .._array import cast_result
 
 __all__ = [
-    "cross_entropy_rows",
+    "applies",
     "log_softmax",
     "log_softmax_vjp",
     "logsumexp",
@@ -44,7 +46,7 @@ __all__ = [
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _applies(*arrays: Any) -> bool:
+def applies(*arrays: Any) -> bool:
     """Kernels on, NumPy arrays of one float32/float64 dtype, not empty."""
     if not config.kernels_enabled():
         return False
@@ -53,16 +55,6 @@ def _applies(*arrays: Any) -> bool:
         if type(a) is not np.ndarray or a.dtype != first.dtype:
             return False
     return first.dtype in _FLOATS and first.size > 0
-
-
-def _check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> None:
-    """The reference's ``store_out`` checks, before any work is done."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out= is supported for NumPy arrays only, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(
-            f"out must have shape {shape} and dtype {np.dtype(dtype)}, got {out.shape} and {out.dtype}"
-        )
 
 
 def _rows(a: np.ndarray, axis: int) -> np.ndarray:
@@ -94,18 +86,14 @@ def _finish(result2d: np.ndarray, shape: tuple[int, ...], axis: int, out: Any) -
     return out
 
 
-def _softmax_like(x: Any, axis: Any, temperature: Any, where: Any, out: Any, log: bool) -> Any:
-    if not _applies(x):
-        return None
-    axis = normalize_axis(axis, x.ndim)
-    t = check_temperature(temperature)
-    w = validate_where(np, where, x)
-    if out is not None:
-        _check_out(out, x.shape, x.dtype)
-    if w is not None:
-        x = np.where(w, x, x.dtype.type(-np.inf))
+def _masked(x: np.ndarray, where: Any) -> np.ndarray:
+    return x if where is None else np.where(where, x, x.dtype.type(-np.inf))
+
+
+def _softmax_like(x: np.ndarray, axis: int, t: float, where: Any, out: Any, log: bool) -> np.ndarray:
     from . import _kernels
 
+    x = _masked(x, where)
     x2 = _rows(x, axis)
     target = _target(out, x.shape, axis, (x,))
     result = target if target is not None else np.empty_like(x2)
@@ -113,27 +101,20 @@ def _softmax_like(x: Any, axis: Any, temperature: Any, where: Any, out: Any, log
     return _finish(result, x.shape, axis, out)
 
 
-def softmax(x: Any, axis: Any, temperature: Any, where: Any, out: Any) -> Any:
-    return _softmax_like(x, axis, temperature, where, out, log=False)
+def softmax(x: np.ndarray, axis: int, t: float, where: Any, out: Any) -> np.ndarray:
+    """softmax along ``axis`` (validated: a non-negative int), temperature ``t``, mask ``where``."""
+    return _softmax_like(x, axis, t, where, out, log=False)
 
 
-def log_softmax(x: Any, axis: Any, temperature: Any, where: Any, out: Any) -> Any:
-    return _softmax_like(x, axis, temperature, where, out, log=True)
+def log_softmax(x: np.ndarray, axis: int, t: float, where: Any, out: Any) -> np.ndarray:
+    return _softmax_like(x, axis, t, where, out, log=True)
 
 
-def logsumexp(x: Any, axis: Any, keepdims: Any, where: Any, out: Any) -> Any:
-    if not _applies(x):
-        return None
-    axis = normalize_axis(axis, x.ndim)
-    w = validate_where(np, where, x)
-    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1 :]
-    if out is not None:
-        _check_out(out, shape, x.dtype)
-    if w is not None:
-        x = np.where(w, x, x.dtype.type(-np.inf))
+def logsumexp(x: np.ndarray, axis: int, keepdims: bool, where: Any, out: Any) -> Any:
     from . import _kernels
 
-    x2 = _rows(x, axis)
+    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1 :]
+    x2 = _rows(_masked(x, where), axis)
     lse = np.empty(x2.shape[0], dtype=np.float64)
     _kernels.logsumexp_2d(x2, lse)
     result = cast_result(np, lse, x.dtype).reshape(shape)
@@ -143,13 +124,7 @@ def logsumexp(x: Any, axis: Any, keepdims: Any, where: Any, out: Any) -> Any:
     return result[()] if result.ndim == 0 else result
 
 
-def _vjp_like(a: Any, g: Any, axis: Any, temperature: Any, out: Any, log: bool) -> Any:
-    if not _applies(a, g) or a.shape != g.shape:
-        return None  # mixed dtypes or shapes: the reference promotes or raises
-    axis = normalize_axis(axis, a.ndim)
-    t = check_temperature(temperature)
-    if out is not None:
-        _check_out(out, a.shape, a.dtype)
+def _vjp_like(a: np.ndarray, g: np.ndarray, axis: int, t: float, out: Any, log: bool) -> np.ndarray:
     from . import _kernels
 
     a2 = _rows(a, axis)
@@ -163,64 +138,10 @@ def _vjp_like(a: Any, g: Any, axis: Any, temperature: Any, out: Any, log: bool) 
     return _finish(result, a.shape, axis, out)
 
 
-def softmax_vjp(s: Any, g: Any, axis: Any, temperature: Any, out: Any) -> Any:
-    return _vjp_like(s, g, axis, temperature, out, log=False)
+def softmax_vjp(s: np.ndarray, g: np.ndarray, axis: int, t: float, out: Any) -> np.ndarray:
+    """``s`` and ``g`` of one shape and dtype (validated)."""
+    return _vjp_like(s, g, axis, t, out, log=False)
 
 
-def log_softmax_vjp(logp: Any, g: Any, axis: Any, temperature: Any, out: Any) -> Any:
-    return _vjp_like(logp, g, axis, temperature, out, log=True)
-
-
-def cross_entropy_rows(
-    x: Any,
-    target: Any,
-    sw: Any,
-    row: Any,
-    weight: Any,
-    ignore_index: int,
-    smoothing: float,
-    by_checked_index: bool,
-    want_loss: bool,
-    want_grad: bool,
-    grad_out: Any = None,
-) -> Any:
-    """The per-row step of cross-entropy (``losses.cross_entropy._loss_grad_rows``), fused.
-
-    Takes validated rows: ``x`` (R, C) logits, ``target`` (R,) class indices already checked to
-    lie in ``[0, C)`` or equal ``ignore_index`` (``by_checked_index``), ``sw`` (R,) sample
-    weights or None, ``row`` the gradient's row scale ((R,), 0-d or None), ``weight`` (C,) or
-    None. Returns ``(loss_rows, grad)`` as that function does (sample-weighted float64 losses;
-    the gradient in ``x``'s dtype, written into ``grad_out`` when given), or None.
-    """
-    if not (by_checked_index and _applies(x)) or x.ndim != 2:
-        return None
-    for a in (target, sw, row, weight, grad_out):
-        if a is not None and not isinstance(a, np.ndarray):
-            return None
-    from . import _kernels
-
-    rows, n = x.shape
-    if n > _kernels.GROUP or target.shape != (rows,) or target.dtype.kind not in "iu":
-        return None
-    if grad_out is not None and (
-        grad_out.shape != x.shape or grad_out.dtype != x.dtype or not grad_out.flags.c_contiguous
-    ):
-        return None
-    w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    s = None if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
-    if (w is not None and w.shape != (n,)) or (s is not None and s.shape != (rows,)):
-        return None
-    if row is None or row.ndim == 0:
-        rs: Any = None if row is None else float(row)
-    elif row.shape == (rows,):
-        rs = np.ascontiguousarray(row, dtype=np.float64)
-    else:
-        return None
-    xc = np.ascontiguousarray(x)
-    loss = np.empty(rows, dtype=np.float64) if want_loss else None
-    grad = None
-    if want_grad:
-        grad = grad_out if grad_out is not None else np.empty_like(xc)
-    y = np.ascontiguousarray(target, dtype=np.int64)
-    _kernels.cross_entropy_2d(xc, y, w, int(ignore_index), float(smoothing), s, rs, loss, grad)
-    return loss, grad
+def log_softmax_vjp(logp: np.ndarray, g: np.ndarray, axis: int, t: float, out: Any) -> np.ndarray:
+    return _vjp_like(logp, g, axis, t, out, log=True)

@@ -67,16 +67,20 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # The disk cache: one stamp for all kernel sources.
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every file that defines jitted code, whichever layer it lives in: the cross-entropy kernel sits
+# beside cross-entropy in losses/ and calls the row machinery and the intrinsics of core/.
 _KERNEL_SOURCES = tuple(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("_fastexp.py", "_kernels.py")
+    os.path.join(_PACKAGE, *name.split("/"))
+    for name in ("core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "losses/_ce_kernels.py")
 )
 
 
 class _KernelSourcesLocator:
-    """Numba cache locator for the kernel modules: a cached function is stale when *either*
-    kernel file changes, not only its own (Numba hashes only the defining file, so an edit to an
-    intrinsic here would otherwise leave every cached kernel of _kernels.py in use). Everything
-    else is delegated to the locator Numba would have picked."""
+    """Numba cache locator for the kernel modules: a cached function is stale when *any* kernel
+    file changes, not only its own (Numba hashes only the defining file, so an edit to an
+    intrinsic here or to the row machinery would otherwise leave cached kernels of the other
+    files in use). Everything else is delegated to the locator Numba would have picked."""
 
     def __init__(self, base: Any) -> None:
         self._base = base

@@ -6,13 +6,14 @@ and the Hessian are there for when a user asks for them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._array import (
     Array,
     array_namespace,
     as_float_array,
     cast_result,
+    check_out,
     check_same_shape,
     check_temperature,
     compute_dtype,
@@ -124,7 +125,20 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
     return cast_result(xp, jac, out_dtype)
 
 
-def _pair(a: Any, b: Any, name_a: str, name_b: str, axis: Any) -> tuple[Any, Array, Array, int, Any]:
+class _Pair(NamedTuple):
+    """Two validated arrays of one library and shape (not yet cast to the compute dtype)."""
+
+    xp: Any
+    a: Array
+    b: Array
+    axis: int
+    out_dtype: Any  # their promoted dtype
+    t: float  # the temperature
+
+
+def _pair(a: Any, b: Any, names: tuple[str, str], axis: Any, temperature: Any) -> _Pair:
+    """The checks of every product function: one array library, one shape, the axis, ``T``."""
+    name_a, name_b = names
     xp, a = as_float_array(a, name_a)
     if isinstance(b, (int, float, list, tuple)):  # plain numbers join a's array library
         _, b = as_float_array(b, name_b)
@@ -137,18 +151,27 @@ def _pair(a: Any, b: Any, name_a: str, name_b: str, axis: Any) -> tuple[Any, Arr
         )
     check_same_shape(a, b, name_a, name_b)
     axis = normalize_axis(axis, a.ndim)
-    out_dtype = xp.result_type(a.dtype, b.dtype)
-    cd = compute_dtype(xp, out_dtype)
-    return xp, xp.astype(a, cd), xp.astype(b, cd), axis, out_dtype
-
-
-def _softmax_product(s: Any, v: Any, axis: Any, temperature: Any, names: tuple[str, str]) -> Array:
-    xp, s, v, axis, out_dtype = _pair(s, v, *names, axis)
     t = check_temperature(temperature)
+    return _Pair(xp, a, b, axis, xp.result_type(a.dtype, b.dtype), t)
+
+
+def _in_compute_dtype(pair: _Pair) -> tuple[Array, Array]:
+    cd = compute_dtype(pair.xp, pair.out_dtype)
+    return pair.xp.astype(pair.a, cd), pair.xp.astype(pair.b, cd)
+
+
+def _kernel_takes(pair: _Pair, a: Any, b: Any) -> bool:
+    """The caller's own NumPy arrays (not converted lists) of one float32/float64 dtype."""
+    return pair.a is a and pair.b is b and _dispatch.applies(pair.a, pair.b)
+
+
+def _softmax_product(pair: _Pair) -> Array:
+    xp, axis, t = pair.xp, pair.axis, pair.t
+    s, v = _in_compute_dtype(pair)
     prod = s * (v - xp.sum(v * s, axis=axis, keepdims=True))
     if t != 1.0:
         prod = prod / temperature_in(xp, prod.dtype, t)
-    return cast_result(xp, prod, out_dtype)
+    return cast_result(xp, prod, pair.out_dtype)
 
 
 def softmax_vjp(
@@ -183,10 +206,11 @@ def softmax_vjp(
     >>> sg.softmax_vjp(s, [1.0, 0.0, 0.0])  # the first row of the Jacobian
     array([ 0.08192507, -0.02203304, -0.05989202])
     """
-    fast = _dispatch.softmax_vjp(s, g, axis, temperature, out)
-    if fast is not None:
-        return fast
-    return store_out(_softmax_product(s, g, axis, temperature, ("s", "g")), out)
+    pair = _pair(s, g, ("s", "g"), axis, temperature)
+    check_out(out, tuple(pair.a.shape), pair.out_dtype, pair.a)
+    if _kernel_takes(pair, s, g):
+        return _dispatch.softmax_vjp(pair.a, pair.b, pair.axis, pair.t, out)
+    return store_out(_softmax_product(pair), out)
 
 
 def softmax_jvp(s: Array, v: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
@@ -203,14 +227,12 @@ def softmax_jvp(s: Array, v: Array, /, axis: int = -1, *, temperature: float = 1
     >>> sg.softmax_jvp(s, [1.0, -1.0])
     array([ 0.5, -0.5])
     """
-    return _softmax_product(s, v, axis, temperature, ("s", "v"))
+    return _softmax_product(_pair(s, v, ("s", "v"), axis, temperature))
 
 
-def _log_softmax_products(
-    logp: Any, g: Any, axis: Any, temperature: Any, names: tuple[str, str], vjp: bool
-) -> Array:
-    xp, logp, g, axis, out_dtype = _pair(logp, g, *names, axis)
-    t = check_temperature(temperature)
+def _log_softmax_products(pair: _Pair, vjp: bool) -> Array:
+    xp, axis, t = pair.xp, pair.axis, pair.t
+    logp, g = _in_compute_dtype(pair)
     in_support = logp != -xp.inf  # NaN stays in, and poisons its row
     p = xp.exp(logp)
     zeros = xp.zeros_like(g)
@@ -222,7 +244,7 @@ def _log_softmax_products(
         prod = xp.where(in_support, g - xp.sum(p * g, axis=axis, keepdims=True), zeros)
     if t != 1.0:
         prod = prod / temperature_in(xp, prod.dtype, t)
-    return cast_result(xp, prod, out_dtype)
+    return cast_result(xp, prod, pair.out_dtype)
 
 
 def log_softmax_vjp(
@@ -251,10 +273,11 @@ def log_softmax_vjp(
     >>> sg.log_softmax_vjp(logp, [-1.0, 0.0])  # d(-log S_0)/dx = S - e_0
     array([-0.5,  0.5])
     """
-    fast = _dispatch.log_softmax_vjp(logp, g, axis, temperature, out)
-    if fast is not None:
-        return fast
-    return store_out(_log_softmax_products(logp, g, axis, temperature, ("logp", "g"), True), out)
+    pair = _pair(logp, g, ("logp", "g"), axis, temperature)
+    check_out(out, tuple(pair.a.shape), pair.out_dtype, pair.a)
+    if _kernel_takes(pair, logp, g):
+        return _dispatch.log_softmax_vjp(pair.a, pair.b, pair.axis, pair.t, out)
+    return store_out(_log_softmax_products(pair, True), out)
 
 
 def log_softmax_jvp(logp: Array, v: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
@@ -270,7 +293,7 @@ def log_softmax_jvp(logp: Array, v: Array, /, axis: int = -1, *, temperature: fl
     >>> sg.log_softmax_jvp(sg.log_softmax([0.0, 0.0]), [1.0, 0.0])
     array([ 0.5, -0.5])
     """
-    return _log_softmax_products(logp, v, axis, temperature, ("logp", "v"), False)
+    return _log_softmax_products(_pair(logp, v, ("logp", "v"), axis, temperature), False)
 
 
 def softmax_hessian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:

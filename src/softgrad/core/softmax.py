@@ -11,8 +11,9 @@ error term (Dekker's product), so ``softmax(x, temperature=T)`` is as accurate a
 
 float32 input computes in float64 and half precision in float32, then rounds once, so results
 are within an ULP or two of the exact value (measured against mpmath in
-``tests/test_core_accuracy.py``). The fused CPU kernels in :mod:`._dispatch` take
-over for NumPy input when they apply, and are tested against this code.
+``tests/test_core_accuracy.py``). Each public function validates its arguments first, then
+lets the fused CPU kernels (:mod:`._dispatch`) take NumPy float32/float64 input, or runs the
+reference code below; the kernels are tested against it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .._array import (
     Array,
     as_float_array,
     cast_result,
+    check_out,
     check_temperature,
     compute_dtype,
     normalize_axis,
@@ -153,24 +155,42 @@ def _overflow_limit(fmax: float, bits: int, t: float) -> float:
     return v
 
 
-def _log_normalizer_shift(xp: Any, sh: _Shifted) -> Array:
+def _log_normalizer_shift(xp: Any, shifted: _Shifted) -> Array:
     """``log(sum(exp(x - max)))``: ``log1p`` keeps small ``rest`` exact when there is one top.
 
     Empty rows (``ties == 0``) give ``-inf``.
     """
-    nonempty = sh.ties > 0
-    arg = xp.where(nonempty, (sh.ties - 1) + sh.rest, xp.zeros_like(sh.rest))
+    nonempty = shifted.ties > 0
+    arg = xp.where(nonempty, (shifted.ties - 1) + shifted.rest, xp.zeros_like(shifted.rest))
     return xp.where(nonempty, xp.log1p(arg), xp.full_like(arg, -xp.inf))
 
 
-def _prepare(x: Any, axis: Any, temperature: Any, where: Any) -> tuple[Any, Array, int, Array, Any, float]:
-    xp, x = as_float_array(x, "x")
-    axis = normalize_axis(axis, x.ndim)
+class _Checked(NamedTuple):
+    """The validated arguments of softmax, log_softmax and logsumexp."""
+
+    xp: Any
+    x: Array  # a real floating array (lists and integers converted), in the caller's dtype
+    axis: int
+    t: float
+    where: Array | None  # broadcast to x's shape
+
+
+def _check(x: Any, axis: Any, temperature: Any, where: Any) -> _Checked:
+    xp, xf = as_float_array(x, "x")
+    axis = normalize_axis(axis, xf.ndim)
     t = check_temperature(temperature)
-    where = validate_where(xp, where, x)
-    out_dtype = x.dtype
-    xc = xp.astype(x, compute_dtype(xp, out_dtype))
-    return xp, xc, axis, where, out_dtype, t
+    return _Checked(xp, xf, axis, t, validate_where(xp, where, xf))
+
+
+def _kernel_takes(a: _Checked, x: Any) -> bool:
+    """The caller's own NumPy float32/float64 array (a converted list keeps the reference)."""
+    return a.x is x and _dispatch.applies(a.x)
+
+
+def _shifted(a: _Checked, t: float = 1.0) -> _Shifted:
+    """The reference's shift of ``a.x``, in the compute dtype."""
+    xp = a.xp
+    return _shift(xp, xp.astype(a.x, compute_dtype(xp, a.x.dtype)), a.axis, a.where, t)
 
 
 def softmax(
@@ -229,15 +249,16 @@ def softmax(
     >>> sg.softmax([1.0, 2.0, 3.0], where=[True, False, True])
     array([0.11920292, 0.        , 0.88079708])
     """
-    fast = _dispatch.softmax(x, axis, temperature, where, out)
-    if fast is not None:
-        return fast
-    xp, xc, axis, where, out_dtype, t = _prepare(x, axis, temperature, where)
-    sh = _shift(xp, xc, axis, where, t)
-    total = sh.ties + sh.rest
+    a = _check(x, axis, temperature, where)
+    check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
+    if _kernel_takes(a, x):
+        return _dispatch.softmax(a.x, a.axis, a.t, a.where, out)
+    xp = a.xp
+    shifted = _shifted(a, a.t)
+    total = shifted.ties + shifted.rest
     total = xp.where(total > 0, total, xp.ones_like(total))  # empty rows: 0 / 1 = 0
-    s = sh.e / total
-    return store_out(xp.astype(s, out_dtype), out)
+    s = shifted.e / total
+    return store_out(xp.astype(s, a.x.dtype), out)
 
 
 def log_softmax(
@@ -279,15 +300,16 @@ def log_softmax(
     >>> sg.log_softmax([1.0, 2.0, 3.0])
     array([-2.40760596, -1.40760596, -0.40760596])
     """
-    fast = _dispatch.log_softmax(x, axis, temperature, where, out)
-    if fast is not None:
-        return fast
-    xp, xc, axis, where, out_dtype, t = _prepare(x, axis, temperature, where)
-    sh = _shift(xp, xc, axis, where, t)
-    shift = _log_normalizer_shift(xp, sh)
+    a = _check(x, axis, temperature, where)
+    check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
+    if _kernel_takes(a, x):
+        return _dispatch.log_softmax(a.x, a.axis, a.t, a.where, out)
+    xp = a.xp
+    shifted = _shifted(a, a.t)
+    shift = _log_normalizer_shift(xp, shifted)
     shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)  # empty rows stay -inf
-    logp = (sh.y - shift) + sh.lo
-    return store_out(cast_result(xp, logp, out_dtype), out)
+    logp = (shifted.y - shift) + shifted.lo
+    return store_out(cast_result(xp, logp, a.x.dtype), out)
 
 
 def logsumexp(
@@ -336,13 +358,15 @@ def logsumexp(
     >>> float(sg.logsumexp([0.0, -30.0]))
     9.357622968839737e-14
     """
-    fast = _dispatch.logsumexp(x, axis, keepdims, where, out)
-    if fast is not None:
-        return fast
-    xp, xc, axis, where, out_dtype, _ = _prepare(x, axis, 1.0, where)
-    sh = _shift(xp, xc, axis, where)
-    shift = _log_normalizer_shift(xp, sh)
-    lse = sh.m + xp.where(xp.isinf(sh.m), xp.zeros_like(shift), shift)
+    a = _check(x, axis, 1.0, where)
+    shape = tuple(a.x.shape)
+    check_out(out, shape[: a.axis] + ((1,) if keepdims else ()) + shape[a.axis + 1 :], a.x.dtype, a.x)
+    if _kernel_takes(a, x):
+        return _dispatch.logsumexp(a.x, a.axis, keepdims, a.where, out)
+    xp = a.xp
+    shifted = _shifted(a)
+    shift = _log_normalizer_shift(xp, shifted)
+    lse = shifted.m + xp.where(xp.isinf(shifted.m), xp.zeros_like(shift), shift)
     if not keepdims:
-        lse = xp.squeeze(lse, axis=axis)
-    return store_out(cast_result(xp, lse, out_dtype), out)
+        lse = xp.squeeze(lse, axis=a.axis)
+    return store_out(cast_result(xp, lse, a.x.dtype), out)

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -323,48 +324,15 @@ def _bench_shape(
     return results
 
 
-_LINEAR_CHILD = r"""
-import json, sys, time
-import numpy as np
-impl, B, N, T, repeat, chunk = sys.argv[1], *map(int, sys.argv[2:7])
-rng = np.random.default_rng(0)
-x = rng.standard_normal((B, N), dtype=np.float32)
-W = rng.standard_normal((T, N), dtype=np.float32)
-W *= np.float32(1 / np.sqrt(N))  # in place: no temporary raises the baseline
-b = np.zeros(T, dtype=np.float32)
-y = rng.integers(0, T, B)
-if impl == "softgrad":
-    import softgrad as sg
-    def run(x, W, b, y):
-        return sg.linear_cross_entropy(x, W, y, b, return_grad=True, chunk_size=chunk or None)
-    wrap = lambda *a: a
-else:
-    import torch
-    def run(x, W, b, y):
-        lx, lW, lb = (t.detach().requires_grad_(True) for t in (x, W, b))
-        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(lx, lW, lb), y)
-        loss.backward()
-        return loss, (lx.grad, lW.grad, lb.grad)
-    wrap = lambda *a: tuple(torch.from_numpy(v) for v in a)
-args = wrap(x, W, b, y)
-run(*wrap(x[:8], W, b, y[:8]))  # libraries loaded, kernels compiled: not part of the peak
-def status_kb(key):  # VmRSS: resident now; VmHWM: the high-water mark of this process image
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
-try:  # reset the high-water mark (Linux >= 4.0); ru_maxrss would keep the parent's at fork
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-except OSError:
-    pass
-base = status_kb("VmRSS")
-t0 = time.perf_counter(); out = run(*args); first = time.perf_counter() - t0
-peak = status_kb("VmHWM")
-del out
-times = []
-for _ in range(repeat):
-    t0 = time.perf_counter(); run(*args); times.append((time.perf_counter() - t0) * 1e3)
-print(json.dumps({"peak_mb": (peak - base) / 1024, "times_ms": times, "first_ms": first * 1e3}))
-"""
+_CHILDREN = Path(__file__).parent / "_bench_children"
+# Run a child program by path as __main__ (sys.argv[1:] are its arguments, as for a script),
+# with the working directory first on sys.path, not the folder of the child.
+_RUN_BY_PATH = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+
+
+def child_command(name: str, *args: str) -> list[str]:
+    """The command that runs ``_bench_children/<name>.py`` with ``args`` in a fresh interpreter."""
+    return [sys.executable, "-c", _RUN_BY_PATH, str(_CHILDREN / f"{name}.py"), *args]
 
 
 def _bench_linear(
@@ -391,7 +359,7 @@ def _bench_linear(
         for name, impl, chunk in impls:
             if name in failed:
                 continue
-            cmd = [sys.executable, "-c", _LINEAR_CHILD, impl, *map(str, (B, N, T, per_round, chunk))]
+            cmd = child_command("linear", impl, *map(str, (B, N, T, per_round, chunk)))
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
             if proc.returncode != 0:
                 log(f"  linear_cross_entropy {name}: failed\n{proc.stderr[-2000:]}")
@@ -418,20 +386,6 @@ def _bench_linear(
     return results
 
 
-_FIRST_CALL_CHILD = r"""
-import json, time
-t0 = time.perf_counter()
-import numpy as np, softgrad as sg
-t1 = time.perf_counter()
-out = {"import_s": t1 - t0}
-for dt in ("float32", "float64"):
-    x = np.ones((8, 8), dtype=dt)
-    t = time.perf_counter(); sg.softmax(x); out["first_softmax_" + dt + "_s"] = time.perf_counter() - t
-    t = time.perf_counter(); sg.softmax(x); out["second_softmax_" + dt + "_s"] = time.perf_counter() - t
-print(json.dumps(out))
-"""
-
-
 def first_call_latency(cold: bool = False) -> dict[str, float]:
     """Import and first-call times of a fresh process (``cold``: with an empty Numba cache)."""
     env = dict(os.environ)
@@ -439,9 +393,7 @@ def first_call_latency(cold: bool = False) -> dict[str, float]:
         import tempfile
 
         env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="softgrad-cold-")
-    proc = subprocess.run(
-        [sys.executable, "-c", _FIRST_CALL_CHILD], capture_output=True, text=True, env=env, timeout=1800
-    )
+    proc = subprocess.run(child_command("first_call"), capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         return {"error": proc.stderr[-500:]}  # type: ignore[dict-item]
     return json.loads(proc.stdout.strip().splitlines()[-1])

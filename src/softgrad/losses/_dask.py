@@ -18,24 +18,17 @@ O(chunk_size * T). Dask is imported only when a Dask array arrives.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from typing import Any
 
 import numpy as np
 
-__all__: list[str] = []  # private: linear_cross_entropy dispatches here
+from .._array import compute_dtype
+from .._dasktools import is_dask_collection, reduce_tree, sum_in_order
+from ._linear_chunks import check_chunk_size, chunked_linear_cross_entropy
+from .cross_entropy import _check_options, _check_targets, _mean_denominator
 
-_FAN_IN = 8
-
-
-def is_dask_collection(x: Any) -> bool:
-    """True for a Dask collection, without importing Dask."""
-    if "dask" not in sys.modules:
-        return False
-    import dask
-
-    return bool(dask.is_dask_collection(x))
+__all__ = ["dask_linear_cross_entropy"]  # private module: linear_cross_entropy dispatches here
 
 
 def _rows(v: Any, rows: tuple[int, ...], name: str, ndim: tuple[int, ...]) -> Any:
@@ -57,30 +50,27 @@ def _rows(v: Any, rows: tuple[int, ...], name: str, ndim: tuple[int, ...]) -> An
 
 
 def _block(
-    x: np.ndarray, t: np.ndarray, sw: np.ndarray | None, params: tuple[Any, ...], opts: dict[str, Any]
+    x: np.ndarray, t: np.ndarray, row_weight: np.ndarray | None, params: tuple[Any, ...], opts: dict[str, Any]
 ) -> tuple[Any, ...]:
     """One block: ``(loss_sum, denominator, dx, dW, db)`` (gradients of the block's sum)."""
-    from .._array import compute_dtype
-    from .cross_entropy import _check_targets, _normalizer
-    from .linear import linear_cross_entropy
-
     W, b, weight = params
     kw = {
         "weight": weight,
         "ignore_index": opts["ignore_index"],
         "label_smoothing": opts["label_smoothing"],
-        "sample_weight": sw,
+        "sample_weight": row_weight,
         "chunk_size": opts["chunk_size"],
     }
     reduction = "none" if opts["reduction"] == "none" else "sum"
-    out = linear_cross_entropy(x, W, t, b, reduction=reduction, return_grad=opts["return_grad"], **kw)
+    out = chunked_linear_cross_entropy(x, W, t, b, reduction=reduction, return_grad=opts["return_grad"], **kw)
     loss, grads = out if opts["return_grad"] else (out, (None, None, None))
     den = 1.0
     if opts["reduction"] == "mean":  # the block's share of the mean's denominator, by the same rule
         cd = compute_dtype(np, x.dtype)
         shape = (x.shape[0], W.shape[0])
-        o, tgt, s = _check_targets(np, x, shape, 1, cd, t, weight, kw["ignore_index"], 0.0, "mean", sw)
-        den = float(_normalizer(np, tgt, s, o, cd))
+        ignore = kw["ignore_index"]
+        o, tgt, s = _check_targets(np, x, shape, 1, cd, t, weight, ignore, 0.0, "mean", row_weight)
+        den = float(_mean_denominator(np, tgt, s, o, cd))
     if opts["reduction"] == "none":
         return (np.asarray(loss), den, *grads)
     return (np.float64(loss), den, *grads)
@@ -93,14 +83,6 @@ def _partial(block: tuple[Any, ...]) -> tuple[Any, ...]:
     if dW is None:
         return head
     return (*head, np.asarray(dW, dtype=np.float64), np.asarray(db, dtype=np.float64))
-
-
-def _sum(*parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Sum in the order given: a fixed order makes the float64 result reproducible."""
-    acc = list(parts[0])
-    for p in parts[1:]:
-        acc = [a + b for a, b in zip(acc, p, strict=True)]
-    return tuple(acc)
 
 
 def _pick(block: tuple[Any, ...], i: int) -> Any:
@@ -119,7 +101,7 @@ def _finish(total: tuple[Any, ...], reduction: str, dtype: Any) -> tuple[Any, ..
     return (np.asarray(loss, dtype=dtype), np.asarray(scale, dtype=dtype), *grads)
 
 
-def linear_cross_entropy(
+def dask_linear_cross_entropy(
     x: Any,
     W: Any,
     target: Any,
@@ -141,9 +123,6 @@ def linear_cross_entropy(
     import dask
     import dask.array as da
 
-    from .cross_entropy import _check_options
-    from .linear import _check_chunk_size
-
     if not isinstance(x, da.Array):
         raise TypeError(f"x must be a Dask array, got {type(x).__name__}")
     if x.ndim != 2:
@@ -161,13 +140,13 @@ def linear_cross_entropy(
     T = W_shape[0]
     rows = x.chunks[0]
     target = _rows(target, rows, "target", (1, 2))
-    sw = None if sample_weight is None else _rows(sample_weight, rows, "sample_weight", (1,))
+    row_weight = None if sample_weight is None else _rows(sample_weight, rows, "sample_weight", (1,))
     if weight is not None and not is_dask_collection(weight):
         weight = np.asarray(weight)
     dtype = np.result_type(x.dtype, W.dtype, *(() if b is None else (b.dtype,)))
     if dtype.kind != "f":
         dtype = np.dtype(np.float64)
-    chunk = _check_chunk_size(chunk_size, T, dtype.itemsize)
+    chunk = check_chunk_size(chunk_size, T, dtype.itemsize)
     opts = {
         "ignore_index": ignore,
         "label_smoothing": float(label_smoothing),
@@ -181,7 +160,7 @@ def linear_cross_entropy(
     params = dask.delayed(tuple, pure=False)([W, b, weight], dask_key_name=f"softgrad-lce-params-{token}")
     xs = x.to_delayed().ravel()
     ts = target.to_delayed().ravel()
-    ss = [None] * len(xs) if sw is None else list(sw.to_delayed().ravel())
+    ss = [None] * len(xs) if row_weight is None else list(row_weight.to_delayed().ravel())
     blocks = [
         dask.delayed(_block, pure=False)(xb, tb, sb, params, opts, dask_key_name=f"softgrad-lce-{token}-{i}")
         for i, (xb, tb, sb) in enumerate(zip(xs, ts, ss, strict=True))
@@ -190,14 +169,12 @@ def linear_cross_entropy(
         dask.delayed(_partial)(blk, dask_key_name=f"softgrad-lce-part-{token}-{i}")
         for i, blk in enumerate(blocks)
     ]
-    level = 0
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(_sum)(*parts[i : i + _FAN_IN], dask_key_name=f"softgrad-lce-sum-{token}-{level}-{i}")
-            for i in range(0, len(parts), _FAN_IN)
-        ]
-        level += 1
-    total = dask.delayed(_finish)(parts[0], reduction, dtype, dask_key_name=f"softgrad-lce-total-{token}")
+
+    def merge(group: list[Any], level: int, i: int) -> Any:
+        return dask.delayed(sum_in_order)(*group, dask_key_name=f"softgrad-lce-sum-{token}-{level}-{i}")
+
+    root = reduce_tree(parts, merge)
+    total = dask.delayed(_finish)(root, reduction, dtype, dask_key_name=f"softgrad-lce-total-{token}")
 
     def item(i: int, shape: tuple[int, ...]) -> Any:
         return da.from_delayed(dask.delayed(_pick)(total, i), shape=shape, dtype=dtype)

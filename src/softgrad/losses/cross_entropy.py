@@ -18,22 +18,27 @@ and its total :math:`a = \sum_j q_j`, the loss of a row, its gradient and its He
 with :math:`p = \operatorname{softmax}(o)`. Without weights and smoothing this is the seed
 formula ``dl/do = y_hat - y``.
 
-Layout of the private tier: :func:`_prepare` validates once and flattens the batch axes into
-rows (classes last); :func:`_row_targets` builds ``q`` and ``a`` for a block of rows;
-:func:`_block` computes loss and gradient of a block from one shift of its logits. NumPy input
-is processed in blocks of rows so that the float64 temporaries stay in cache and the extra
-memory stays small; every other backend gets one block of pure ``xp`` code (lazy for Dask,
-traceable for JAX).
+Every public function validates first (:func:`_prepare`, and the one ``out=`` checker of
+:mod:`softgrad._array`), then picks the path (:func:`_row_step`: the fused kernel of
+:mod:`._ce_kernels` for NumPy float32/float64 logits with class indices), then computes.
+Layout of the private tier: :func:`_prepare` flattens the batch axes into rows (classes last);
+:func:`_row_targets` builds ``q`` and ``a`` for a block of rows (the weighted-target rule, once;
+the kernel's copy is in :mod:`._ce_kernels`); :func:`_block` computes loss and gradient of a
+block from one shift of its logits. NumPy input is processed in blocks of rows so that the
+float64 temporaries stay in cache and the extra memory stays small; every other backend gets
+one block of pure ``xp`` code (lazy for Dask, traceable for JAX).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .._array import Array, as_float_array, as_int, compute_dtype, is_numpy_array, normalize_axis, store_out
+from .. import _array
+from .._array import Array, as_float_array, as_int, check_out, is_numpy_array, normalize_axis, store_out
 from ..core import _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
 
@@ -66,14 +71,18 @@ class _Options(NamedTuple):
 
 class _Problem(NamedTuple):
     xp: Any
-    x: Array  # (R, C) logits in the caller's dtype, classes last (cast to cd block by block)
+    x: Array  # (R, C) logits in the caller's dtype, classes last (cast block by block)
     target: Array  # (R,) integer labels or (R, C) probabilities in the compute dtype
-    sw: Array | None  # (R,) sample weights in the compute dtype
+    sample_weight: Array | None  # (R,) in the compute dtype
     opts: _Options
     axis: int  # the class axis of the caller's logits
     batch_shape: tuple[int, ...]
     out_dtype: Any
-    cd: Any  # the compute dtype
+    compute_dtype: Any
+
+    @property
+    def logits_shape(self) -> tuple[int, ...]:
+        return (*self.batch_shape[: self.axis], self.opts.n_classes, *self.batch_shape[self.axis :])
 
 
 def _is_eager(a: Any) -> bool:
@@ -176,11 +185,11 @@ def _check_target(
     return False, target
 
 
-def _check_weight(xp: Any, weight: Any, like: Array, cd: Any, name: str, shape: tuple) -> Array:
+def _check_weight(xp: Any, weight: Any, like: Array, dtype: Any, name: str, shape: tuple) -> Array:
     _, w = as_float_array(_to_namespace(xp, weight, like, name), name)
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
-    return xp.astype(w, cd, copy=False)
+    return xp.astype(w, dtype, copy=False)
 
 
 def _check_targets(
@@ -188,7 +197,7 @@ def _check_targets(
     like: Array,
     shape: tuple[int, ...],
     axis: int,
-    cd: Any,
+    compute_dtype: Any,
     target: Any,
     weight: Any,
     ignore_index: Any,
@@ -199,22 +208,23 @@ def _check_targets(
     """Validate the target and the options for logits of ``shape`` (class axis ``axis``).
 
     Returns the options, the target as rows (``(R,)`` labels or ``(R, C)`` probabilities in
-    ``cd``, classes last) and the sample weights as ``(R,)`` in ``cd``.
+    ``compute_dtype``, classes last) and the sample weights as ``(R,)`` in ``compute_dtype``.
     """
     eps, reduction, ignore = _check_options(label_smoothing, reduction, ignore_index)
     n_classes = shape[axis]
     batch_shape = shape[:axis] + shape[axis + 1 :]
     by_index, target = _check_target(xp, target, like, shape, axis, ignore)
-    w = None if weight is None else _check_weight(xp, weight, like, cd, "weight", (n_classes,))
+    w = None if weight is None else _check_weight(xp, weight, like, compute_dtype, "weight", (n_classes,))
     sw = None
     if sample_weight is not None:
-        sw = _check_weight(xp, sample_weight, like, cd, "sample_weight", batch_shape)
+        sw = _check_weight(xp, sample_weight, like, compute_dtype, "sample_weight", batch_shape)
         sw = xp.reshape(sw, (-1,))
     n_rows = math.prod(batch_shape)
     if by_index:
         target = xp.reshape(target, (n_rows,))
     else:
-        target = xp.reshape(xp.moveaxis(xp.astype(target, cd, copy=False), axis, -1), (n_rows, n_classes))
+        target = xp.astype(target, compute_dtype, copy=False)
+        target = xp.reshape(xp.moveaxis(target, axis, -1), (n_rows, n_classes))
     checked = by_index and _is_eager(target)
     return _Options(by_index, n_classes, w, ignore, eps, reduction, checked), target, sw
 
@@ -233,28 +243,39 @@ def _prepare(
     axis = normalize_axis(axis, x.ndim, "axis")
     shape = tuple(x.shape)
     out_dtype = x.dtype
-    cd = compute_dtype(xp, out_dtype)
+    compute_dtype = _array.compute_dtype(xp, out_dtype)
     opts, target, sw = _check_targets(
-        xp, x, shape, axis, cd, target, weight, ignore_index, label_smoothing, reduction, sample_weight
+        xp, x, shape, axis, compute_dtype, target,
+        weight, ignore_index, label_smoothing, reduction, sample_weight,
     )
     batch_shape = shape[:axis] + shape[axis + 1 :]
     rows = xp.reshape(xp.moveaxis(x, axis, -1), (math.prod(batch_shape), shape[axis]))
-    return _Problem(xp, rows, target, sw, opts, axis, batch_shape, out_dtype, cd)
+    return _Problem(xp, rows, target, sw, opts, axis, batch_shape, out_dtype, compute_dtype)
 
 
-def _check_tangent(p: _Problem, v: Any) -> Array:
-    xp = p.xp
-    v = _to_namespace(xp, v, p.x, "v")
+def _check_tangent(problem: _Problem, v: Any) -> Array:
+    xp = problem.xp
+    v = _to_namespace(xp, v, problem.x, "v")
     _, v = as_float_array(v, "v")
-    shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
+    shape = problem.logits_shape
     if tuple(v.shape) != shape:
         raise ValueError(f"v must have the logits' shape {shape}, got {tuple(v.shape)}")
-    vc = xp.astype(v, p.cd, copy=False)
-    return xp.reshape(xp.moveaxis(vc, p.axis, -1), tuple(p.x.shape))
+    vc = xp.astype(v, problem.compute_dtype, copy=False)
+    return xp.reshape(xp.moveaxis(vc, problem.axis, -1), tuple(problem.x.shape))
 
 
 # ----------------------------------------------------------------------------------------------
 # Private tier: pure xp code on rows with the classes last
+#
+# The weighted-target rule, written once for the reference (the fused kernel writes it once too,
+# in _ce_kernels.py: _target_row, _q, _q_off). A row with class index y, or probabilities t:
+#
+#     q_j = valid * ((1 - eps) w_y [j == y] + (eps / C) w_j)       (class indices)
+#     q_j = w_j ((1 - eps) t_j + eps / C)                          (probabilities)
+#     a   = sum_j q_j;   the mean's denominator: sum_i sw_i valid_i w_{y_i} (or sum_i sw_i)
+#
+# _row_targets forms q and a; _row_totals gives a alone (for the Hessian), _mean_denominator the
+# denominator, both from the per-row class weight w_y of _label_weight.
 
 
 def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Array, Array]:
@@ -285,25 +306,48 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
     return q, xp.sum(q, axis=-1, keepdims=True)
 
 
-def _normalizer(xp: Any, target: Array, sw: Array | None, opts: _Options, dtype: Any) -> Array:
+def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
+    """``a = sum_j q_j`` (rows, 1) without forming ``q`` for class indices."""
+    if not opts.by_index:
+        return _row_targets(xp, target, opts, dtype)[1]
+    c, eps = opts.n_classes, opts.smoothing
+    valid, wy = _label_weight(xp, target, opts, dtype)
+    a = xp.astype(valid, dtype)
+    if wy is not None:
+        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(opts.weight))
+    in_range = (target >= 0) & (target < c)
+    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
+    return a[:, None]
+
+
+def _label_weight(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Array, Array | None]:
+    """Per row of class indices: whether it counts (not ignored), and the weight ``w_y`` of its
+    class (None without class weights; NaN for an index out of range, possible for lazy input)."""
+    valid = target != opts.ignore_index
+    if opts.weight is None:
+        return valid, None
+    in_range = valid & (target >= 0) & (target < opts.n_classes)
+    wy = xp.take(opts.weight, xp.where(in_range, target, xp.zeros_like(target)), axis=0)
+    return valid, xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), wy)
+
+
+def _mean_denominator(
+    xp: Any, target: Array, sample_weight: Array | None, opts: _Options, dtype: Any
+) -> Array:
     """The denominator of ``reduction="mean"``: ``sum_i sw_i w_{y_i}`` over non-ignored rows
     (class indices, as PyTorch) or ``sum_i sw_i`` (probabilities: PyTorch divides by the row count).
     """
     n_rows = target.shape[0]
     if opts.by_index:
-        valid = target != opts.ignore_index
+        valid, wy = _label_weight(xp, target, opts, dtype)
         per_row = xp.astype(valid, dtype)
-        if opts.weight is not None:
-            in_range = valid & (target >= 0) & (target < opts.n_classes)
-            safe = xp.where(in_range, target, xp.zeros_like(target))
-            wy = xp.take(opts.weight, safe, axis=0)
-            wy = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), wy)
+        if wy is not None:
             per_row = per_row * wy
-        if sw is not None:
-            per_row = per_row * sw
+        if sample_weight is not None:
+            per_row = per_row * sample_weight
         return xp.sum(per_row)
-    if sw is not None:
-        return xp.sum(sw)
+    if sample_weight is not None:
+        return xp.sum(sample_weight)
     return xp.asarray(float(n_rows), dtype=dtype, device=array_api_compat.device(target))
 
 
@@ -316,22 +360,22 @@ def _block(
     ``sum_{j != top} q_j - a * sum_{j != top} p_j``: the mass off the top comes from the shift
     directly, so ``p_top - 1`` keeps its few-ULP accuracy when ``p_top -> 1``.
     """
-    sh = _shift(xp, x, -1, None)
+    shifted = _shift(xp, x, -1, None)
     zero = xp.zeros_like(x)
     loss = grad = None
     if want_loss:
-        shift = _log_normalizer_shift(xp, sh)
+        shift = _log_normalizer_shift(xp, shifted)
         shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)
-        logp = (sh.y - shift) + sh.lo  # -inf where p = 0, as log_softmax
+        logp = (shifted.y - shift) + shifted.lo  # -inf where p = 0, as log_softmax
         # 0 * log 0 counts as 0: a class with no target mass never contributes.
         loss = -xp.sum(q * xp.where(q == 0, zero, logp), axis=-1)
     if want_grad:
-        total = sh.ties + sh.rest
+        total = shifted.ties + shifted.rest
         nonempty = total != 0  # NaN rows stay NaN: the gradient at a NaN logit is unknown
         total = xp.where(nonempty, total, xp.ones_like(total))
-        p = sh.e / total
-        top1 = (sh.y == 0) & (sh.ties == 1)
-        off = sh.rest / total
+        p = shifted.e / total
+        top1 = (shifted.y == 0) & (shifted.ties == 1)
+        off = shifted.rest / total
         q_off = xp.sum(xp.where(top1, zero, q), axis=-1, keepdims=True)
         grad = xp.where(top1, q_off - a * off, a * p - q)
         grad = xp.where(nonempty, grad, zero)  # an all -inf row has no direction to move in
@@ -343,56 +387,41 @@ def _probabilities(xp: Any, x: Array) -> Array:
     return softmax(x, axis=-1)
 
 
-def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
-    """``a = sum_j q_j`` (rows, 1) without forming ``q`` for class indices."""
-    if not opts.by_index:
-        return _row_targets(xp, target, opts, dtype)[1]
-    c, eps, w = opts.n_classes, opts.smoothing, opts.weight
-    valid = target != opts.ignore_index
-    in_range = (target >= 0) & (target < c)
-    a = xp.astype(valid, dtype)
-    if w is not None:
-        wy = xp.take(w, xp.where(valid & in_range, target, xp.zeros_like(target)), axis=0)
-        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(w))
-    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
-    return a[:, None]
-
-
 class _Scales(NamedTuple):
     denom: Array | None  # mean: the normalizer D (0-d); else None
     row: Array | None  # (R,) multiplier of each row's derivatives, or None for all ones
 
 
-def _scales(p: _Problem) -> _Scales:
-    xp = p.xp
-    if p.opts.reduction != "mean":
-        return _Scales(None, p.sw)
-    denom = _normalizer(xp, p.target, p.sw, p.opts, p.cd)
+def _scales(problem: _Problem) -> _Scales:
+    xp = problem.xp
+    if problem.opts.reduction != "mean":
+        return _Scales(None, problem.sample_weight)
+    denom = _mean_denominator(xp, problem.target, problem.sample_weight, problem.opts, problem.compute_dtype)
     # All rows ignored: the mean is 0/0 = NaN (as PyTorch), its gradient 0 (no row moves it).
     safe = xp.where(denom == 0, xp.ones_like(denom), denom)
     inv = xp.where(denom == 0, xp.zeros_like(denom), 1.0 / safe)
-    row = inv if p.sw is None else p.sw * inv
+    row = inv if problem.sample_weight is None else problem.sample_weight * inv
     return _Scales(denom, row)
 
 
-def _reduce(p: _Problem, rows: Array, scales: _Scales) -> Array:
+def _reduce(problem: _Problem, rows: Array, scales: _Scales) -> Array:
     """Reduce the per-row losses (already multiplied by sample weights) and restore shapes."""
-    xp = p.xp
-    if p.opts.reduction == "none":
-        out = xp.reshape(rows, p.batch_shape)
-    elif p.opts.reduction == "sum":
+    xp = problem.xp
+    if problem.opts.reduction == "none":
+        out = xp.reshape(rows, problem.batch_shape)
+    elif problem.opts.reduction == "sum":
         out = xp.sum(rows)
     else:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
         out = xp.where(denom == 0, xp.asarray(xp.nan, dtype=rows.dtype), xp.sum(rows) / safe)
-    return store_out(xp.astype(out, p.out_dtype, copy=False), None)
+    return store_out(xp.astype(out, problem.out_dtype, copy=False), None)
 
 
-def _restore(p: _Problem, g: Array) -> Array:
-    xp = p.xp
-    g = xp.reshape(g, (*p.batch_shape, p.opts.n_classes))
-    return xp.moveaxis(g, -1, p.axis)
+def _restore(problem: _Problem, g: Array) -> Array:
+    xp = problem.xp
+    g = xp.reshape(g, (*problem.batch_shape, problem.opts.n_classes))
+    return xp.moveaxis(g, -1, problem.axis)
 
 
 def _blocks(x: Array, n_classes: int) -> list[slice]:
@@ -410,52 +439,82 @@ def _row_scale(scale: Array | None, sl: slice) -> Array | None:
     return scale[sl] if scale.ndim else scale
 
 
-def _loss_grad_rows(
+RowStep = Callable[..., tuple[Any, Any]]  # _kernel_rows or _reference_rows
+
+
+def _row_step(x: Array, opts: _Options) -> RowStep:
+    """Pick the path, once per call, for validated rows of logits like ``x``: the fused kernel
+    for NumPy float32/float64 rows with class indices checked eagerly (and rows that fit its
+    scratch), the reference otherwise. Numba is imported only once the cheap checks pass."""
+    if opts.by_index and opts.checked and _dispatch.applies(x):
+        from . import _ce_kernels
+
+        if _ce_kernels.fits(x):
+            return _kernel_rows
+    return _reference_rows
+
+
+def _kernel_rows(
     xp: Any,
     x: Array,
     target: Array,
-    sw: Array | None,
-    row: Array | None,
+    sample_weight: Array | None,
+    row_scale: Array | None,
     opts: _Options,
-    cd: Any,
+    compute_dtype: Any,
     want_loss: bool,
     want_grad: bool,
     grad_out: Array | None = None,
 ) -> tuple[Array | None, Array | None]:
-    """Sample-weighted per-row losses (R,) in ``cd`` and the scaled gradient (R, C).
+    """:func:`_reference_rows` on the fused kernel of :mod:`._ce_kernels` (rows it takes)."""
+    from . import _ce_kernels
 
-    ``x`` holds rows of logits in any floating dtype; each block is cast to ``cd`` on its own,
-    so NumPy input never has a full-size compute-dtype copy. NumPy gradients are written into
-    ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself: every block
-    is read before it is overwritten).
+    return _ce_kernels.cross_entropy_2d(
+        x, target, opts.weight, opts.ignore_index, opts.smoothing,
+        sample_weight, row_scale, want_loss, want_grad, grad_out,
+    )
+
+
+def _reference_rows(
+    xp: Any,
+    x: Array,
+    target: Array,
+    sample_weight: Array | None,
+    row_scale: Array | None,
+    opts: _Options,
+    compute_dtype: Any,
+    want_loss: bool,
+    want_grad: bool,
+    grad_out: Array | None = None,
+) -> tuple[Array | None, Array | None]:
+    """Sample-weighted per-row losses (R,) in ``compute_dtype`` and the scaled gradient (R, C).
+
+    ``x`` holds rows of logits in any floating dtype; each block is cast to ``compute_dtype``
+    on its own, so NumPy input never has a full-size compute-dtype copy. NumPy gradients are
+    written into ``grad_out`` (a new array of ``x``'s dtype by default; it may be ``x`` itself:
+    every block is read before it is overwritten).
     """
-    fast = _dispatch.cross_entropy_rows(
-        x, target, sw, row, opts.weight, opts.ignore_index, opts.smoothing,
-        opts.by_index and opts.checked, want_loss, want_grad, grad_out,
-    )  # the fused CPU kernel for NumPy float32/float64 input (core._dispatch), None otherwise
-    if fast is not None:
-        return fast
     blocks = _blocks(x, opts.n_classes)
     single = len(blocks) == 1 and grad_out is None
     loss_rows = None
     if not single:
         import numpy as np
 
-        loss_rows = np.empty(x.shape[0], dtype=cd) if want_loss else None
+        loss_rows = np.empty(x.shape[0], dtype=compute_dtype) if want_loss else None
         if want_grad and grad_out is None:
             grad_out = np.empty(x.shape, dtype=x.dtype)
     grad = grad_out if want_grad else None
     for sl in blocks:
-        q, a = _row_targets(xp, target[sl, ...], opts, cd)
-        lb, gb = _block(xp, xp.astype(x[sl, ...], cd, copy=False), q, a, want_loss, want_grad)
+        q, a = _row_targets(xp, target[sl, ...], opts, compute_dtype)
+        lb, gb = _block(xp, xp.astype(x[sl, ...], compute_dtype, copy=False), q, a, want_loss, want_grad)
         del q
         if lb is not None:
-            sws = _row_scale(sw, sl)
-            lb = lb if sws is None else lb * sws
+            weights = _row_scale(sample_weight, sl)
+            lb = lb if weights is None else lb * weights
         if gb is not None:
-            rs = _row_scale(row, sl)
-            if rs is not None:
-                gb = gb * (rs[:, None] if rs.ndim else rs)
+            scale = _row_scale(row_scale, sl)
+            if scale is not None:
+                gb = gb * (scale[:, None] if scale.ndim else scale)
         if single:
             loss_rows = lb
             grad = None if gb is None else xp.astype(gb, x.dtype, copy=False)
@@ -467,21 +526,13 @@ def _loss_grad_rows(
     return loss_rows, grad
 
 
-def _check_grad_out(p: _Problem, out: Any, name: str) -> None:
-    """The gradient's ``out=`` array: NumPy, of the logits' shape and the gradient's dtype."""
-    import numpy as np
-
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name}= must be a NumPy array, got {type(out).__name__}")
-    if not is_numpy_array(p.x):
-        raise TypeError(f"{name}= is supported for NumPy logits only, got {type(p.x).__name__} logits")
-    shape = (*p.batch_shape[: p.axis], p.opts.n_classes, *p.batch_shape[p.axis :])
-    dtype = np.dtype(p.out_dtype)
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} and {out.dtype}")
+def _check_grad_out(problem: _Problem, out: Any, name: str) -> None:
+    """The gradient's ``out=`` array: NumPy, of the logits' shape and dtype."""
+    shape = problem.logits_shape
+    check_out(out, shape, problem.out_dtype, problem.x, name, "logits")
 
 
-def _rows_view(p: _Problem, out: Any) -> Any:
+def _rows_view(problem: _Problem, out: Any) -> Any:
     """``out`` as the (R, C) array the row step may write into directly, or None.
 
     Directly when the classes are the last axis of a C-contiguous ``out`` of the logits' dtype
@@ -490,25 +541,30 @@ def _rows_view(p: _Problem, out: Any) -> Any:
     """
     import numpy as np
 
-    if out is None or p.axis != out.ndim - 1 or not out.flags.c_contiguous or out.dtype != p.x.dtype:
+    x = problem.x
+    if out is None or problem.axis != out.ndim - 1 or not out.flags.c_contiguous or out.dtype != x.dtype:
         return None
-    rows = out.reshape(p.x.shape)
-    same = rows.ctypes.data == p.x.ctypes.data and rows.strides == p.x.strides
-    return rows if same or not np.shares_memory(rows, p.x) else None
+    rows = out.reshape(problem.x.shape)
+    same = rows.ctypes.data == problem.x.ctypes.data and rows.strides == problem.x.strides
+    return rows if same or not np.shares_memory(rows, problem.x) else None
 
 
-def _value_and_grad(p: _Problem, want_loss: bool, want_grad: bool, grad_out: Any = None) -> tuple[Any, Any]:
-    scales = _scales(p)
-    direct = _rows_view(p, grad_out) if want_grad else None
-    loss_rows, grad = _loss_grad_rows(
-        p.xp, p.x, p.target, p.sw, scales.row, p.opts, p.cd, want_loss, want_grad, direct
+def _value_and_grad(
+    problem: _Problem, step: RowStep, want_loss: bool, want_grad: bool, grad_out: Any = None
+) -> tuple[Any, Any]:
+    """The loss and/or gradient of the validated ``problem`` by the row ``step`` picked for it."""
+    scales = _scales(problem)
+    direct = _rows_view(problem, grad_out) if want_grad else None
+    loss_rows, grad = step(
+        problem.xp, problem.x, problem.target, problem.sample_weight, scales.row, problem.opts,
+        problem.compute_dtype, want_loss, want_grad, direct,
     )
-    loss = _reduce(p, loss_rows, scales) if want_loss else None
+    loss = _reduce(problem, loss_rows, scales) if want_loss else None
     if not want_grad:
         return loss, None
     if direct is not None:
         return loss, grad_out
-    return loss, store_out(_restore(p, grad), grad_out)
+    return loss, store_out(_restore(problem, grad), grad_out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,8 +651,8 @@ def cross_entropy(
     >>> sg.cross_entropy(logits, np.array([0, 1]), reduction="none")
     array([0.41703002, 0.1967341 ])
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
-    return _value_and_grad(p, True, False)[0]
+    problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
+    return _value_and_grad(problem, _row_step(problem.x, problem.opts), True, False)[0]
 
 
 def cross_entropy_grad(
@@ -651,10 +707,10 @@ def cross_entropy_grad(
     >>> float(g[0])  # not 0: -3 e^-20 / (1 + 3 e^-20)
     -6.1834...e-09
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
+    problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     if out is not None:
-        _check_grad_out(p, out, "out")
-    return _value_and_grad(p, False, True, out)[1]
+        _check_grad_out(problem, out, "out")
+    return _value_and_grad(problem, _row_step(problem.x, problem.opts), False, True, out)[1]
 
 
 def cross_entropy_value_and_grad(
@@ -703,10 +759,11 @@ def cross_entropy_value_and_grad(
     array([[-0.34099886,  0.24243297,  0.09856589],
            [ 0.11116562, -0.17859098,  0.06742536]])
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
+    problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     if grad_out is not None:
-        _check_grad_out(p, grad_out, "grad_out")
-    return _value_and_grad(p, True, True, grad_out)  # type: ignore[return-value]
+        _check_grad_out(problem, grad_out, "grad_out")
+    step = _row_step(problem.x, problem.opts)
+    return _value_and_grad(problem, step, True, True, grad_out)  # type: ignore[return-value]
 
 
 def cross_entropy_hvp(
@@ -749,31 +806,32 @@ def cross_entropy_hvp(
     >>> sg.cross_entropy_hvp([0.0, 0.0], 0, [1.0, 0.0])  # (diag(p) - p p^T) e_0, p = (1/2, 1/2)
     array([ 0.25, -0.25])
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
-    vc = _check_tangent(p, v)
-    xp = p.xp
-    scales = _scales(p)
-    blocks = _blocks(p.x, p.opts.n_classes)
+    problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
+    vc = _check_tangent(problem, v)
+    xp = problem.xp
+    scales = _scales(problem)
+    blocks = _blocks(problem.x, problem.opts.n_classes)
     out = None
     if len(blocks) > 1:
         import numpy as np
 
-        out = np.empty(p.x.shape, dtype=p.out_dtype)
+        out = np.empty(problem.x.shape, dtype=problem.out_dtype)
     for sl in blocks:
-        a = _row_totals(xp, p.target[sl, ...], p.opts, p.cd)
-        rs = _row_scale(scales.row, sl)
-        if rs is not None:
-            a = a * (rs[:, None] if rs.ndim else rs)
-        probs = _probabilities(xp, xp.astype(p.x[sl, ...], p.cd, copy=False))
+        a = _row_totals(xp, problem.target[sl, ...], problem.opts, problem.compute_dtype)
+        scale = _row_scale(scales.row, sl)
+        if scale is not None:
+            a = a * (scale[:, None] if scale.ndim else scale)
+        probs = _probabilities(xp, xp.astype(problem.x[sl, ...], problem.compute_dtype, copy=False))
         pv = probs * vc[sl, ...]
         hv = a * (pv - probs * xp.sum(pv, axis=-1, keepdims=True))
         if out is None:
-            out = xp.astype(hv, p.out_dtype, copy=False)
+            out = xp.astype(hv, problem.out_dtype, copy=False)
         else:
             out[sl] = hv
-    return _restore(p, out)
+    return _restore(problem, out)
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
-    _f.__doc__ = _f.__doc__ % _OPTIONS_DOC  # type: ignore[operator]
+    if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings
+        _f.__doc__ = _f.__doc__ % _OPTIONS_DOC
 del _f

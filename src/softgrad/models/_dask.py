@@ -20,7 +20,6 @@ Dask is imported lazily: importing :mod:`softgrad.models` does not import it.
 
 from __future__ import annotations
 
-import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -29,20 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from .._dasktools import FAN_IN, is_dask_collection, reduce_tree, sum_in_order
+from ._labels import check_two_classes
 from ._objective import SoftmaxObjective, data_hvp, data_value_and_grad
 
 __all__: list[str] = []  # private module: SoftmaxRegression dispatches here on Dask input
 
-_FAN_IN = 8  # partials summed per reduce task
-
-
-def is_dask_collection(x: Any) -> bool:
-    """True for a Dask collection (array, DataFrame, Series), without importing Dask."""
-    if "dask" not in sys.modules:  # nothing can be a Dask collection before Dask is imported
-        return False
-    import dask
-
-    return bool(dask.is_dask_collection(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,18 +183,18 @@ def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
     X, names = as_row_array(X, "X")
     rows = X.chunks[0]
     y = as_row_vector(y, rows, "y")
-    sw = None
+    row_weight = None
     if sample_weight is not None:
-        sw = as_row_vector(sample_weight, rows, "sample_weight")
-        if sw.dtype.kind not in "fiub":
-            raise TypeError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
-        sw = sw.astype(np.float64)
-    X, y, sw = dask.persist(X, y, sw)
+        row_weight = as_row_vector(sample_weight, rows, "sample_weight")
+        if row_weight.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {row_weight.dtype}")
+        row_weight = row_weight.astype(np.float64)
+    X, y, row_weight = dask.persist(X, y, row_weight)
     if X.shape[0] == 0:
         raise ValueError("X has 0 rows: at least one sample is required")
     checks = [da.unique(y, return_counts=True), da.isfinite(X).all()]
-    if sw is not None:
-        checks.append((da.isfinite(sw) & (sw >= 0)).all())
+    if row_weight is not None:
+        checks.append((da.isfinite(row_weight) & (row_weight >= 0)).all())
     (classes, counts), x_ok, *sw_ok = dask.compute(*checks)
     if not bool(x_ok):
         raise ValueError("X contains NaN or infinity")
@@ -212,7 +203,7 @@ def prepare_data(X: Any, y: Any, sample_weight: Any = None) -> DaskData:
     classes = np.asarray(classes)
     y_enc = y.map_blocks(_encode_block, dask.delayed(classes), meta=np.empty((0,), dtype=np.intp))
     (y_enc,) = dask.persist(y_enc)
-    return DaskData(X, y_enc, sw, classes, names, np.asarray(counts))
+    return DaskData(X, y_enc, row_weight, classes, names, np.asarray(counts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,15 +216,6 @@ def _as_partial(result: Any) -> tuple[np.ndarray, ...]:
     if not isinstance(result, tuple):
         result = (result,)
     return tuple(np.asarray(r, dtype=np.float64) for r in result)
-
-
-def _sum_partials(*parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Sum partials in the order given (a fixed order makes the float64 sum reproducible)."""
-    acc = [p.copy() for p in parts[0]]
-    for part in parts[1:]:
-        for a, p in zip(acc, part, strict=True):
-            a += p
-    return tuple(acc)
 
 
 def _aligned(a: Any) -> Any:
@@ -249,8 +231,8 @@ def _aligned(a: Any) -> Any:
     return np.require(a, requirements=["C", "A"])
 
 
-def _run_block(func: Callable[..., Any], X: Any, y: Any, sw: Any, shared: tuple[Any, ...]) -> Any:
-    return _as_partial(func(_aligned(X), _aligned(y), _aligned(sw), *shared))
+def _run_block(func: Callable[..., Any], X: Any, y: Any, row_weight: Any, shared: tuple[Any, ...]) -> Any:
+    return _as_partial(func(_aligned(X), _aligned(y), _aligned(row_weight), *shared))
 
 
 class BlockMapReduce:
@@ -260,7 +242,7 @@ class BlockMapReduce:
     block task; the partials (tuples of arrays) are summed in a fixed tree in float64.
     """
 
-    def __init__(self, data: DaskData, fan_in: int = _FAN_IN) -> None:
+    def __init__(self, data: DaskData, fan_in: int = FAN_IN) -> None:
         self.data = data
         self._blocks = data.block_keys()
         self._fan_in = fan_in
@@ -280,15 +262,13 @@ class BlockMapReduce:
             key = f"softgrad-partial-{token}-{i}"
             layer[key] = (_run_block, func, xk, yk, sk, coef)
             parts.append(key)
-        level = 0
-        while len(parts) > 1:
-            merged = []
-            for i in range(0, len(parts), self._fan_in):
-                key = f"softgrad-sum-{token}-{level}-{i}"
-                layer[key] = (_sum_partials, *parts[i : i + self._fan_in])
-                merged.append(key)
-            parts, level = merged, level + 1
-        return self.data.delayed(layer, parts[0])
+
+        def merge(group: list[str], level: int, i: int) -> str:
+            key = f"softgrad-sum-{token}-{level}-{i}"
+            layer[key] = (sum_in_order, *group)
+            return key
+
+        return self.data.delayed(layer, reduce_tree(parts, merge, self._fan_in))
 
     def __call__(self, func: Callable[..., Any], *vectors: Any) -> tuple[np.ndarray, ...]:
         import dask
@@ -307,15 +287,18 @@ def _shared(*vectors: Any) -> tuple[Any, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _block_value_and_grad(X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None) -> tuple[Any, ...]:
-    d, gW, gb = data_value_and_grad(X, y, sw, W, b)
+def _block_value_and_grad(
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None
+) -> tuple[Any, ...]:
+    d, gW, gb = data_value_and_grad(X, y, row_weight, W, b)
     return (d, gW) if gb is None else (d, gW, gb)
 
 
 def _block_hvp(
-    X: Any, y: Any, sw: Any, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None,
+    dW: np.ndarray, db: np.ndarray | None,
 ) -> tuple[Any, ...]:
-    hW, hb = data_hvp(X, y, sw, W, b, dW, db)
+    hW, hb = data_hvp(X, y, row_weight, W, b, dW, db)
     return (hW,) if hb is None else (hW, hb)
 
 
@@ -328,14 +311,14 @@ class DaskObjective(SoftmaxObjective):
     :func:`~._objective.data_hvp`. ``W`` and ``b`` travel in the training dtype.
     """
 
-    def __init__(self, data: DaskData, *, C: float, fit_intercept: bool, sw_sum: float) -> None:
+    def __init__(self, data: DaskData, *, C: float, fit_intercept: bool, row_weight_sum: float) -> None:
         super().__init__(
             data.n_features,
             len(data.classes),
             C=C,
             fit_intercept=fit_intercept,
             dtype=data.X.dtype,
-            sw_sum=sw_sum,
+            row_weight_sum=row_weight_sum,
         )
         self.data = data
         self.map_reduce = BlockMapReduce(data)
@@ -368,9 +351,9 @@ def _class_weight_vector(class_weight: Any, classes: np.ndarray, weighted_counts
     return np.asarray(compute_class_weight(class_weight, classes=classes, y=classes), dtype=np.float64)
 
 
-def _row_weights(y: np.ndarray, sw: np.ndarray | None, cw: np.ndarray) -> np.ndarray:
+def _row_weights(y: np.ndarray, row_weight: np.ndarray | None, cw: np.ndarray) -> np.ndarray:
     w = cw[y]
-    return w if sw is None else (sw * w).astype(sw.dtype)
+    return w if row_weight is None else (row_weight * w).astype(row_weight.dtype)
 
 
 def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = None) -> Any:
@@ -386,31 +369,30 @@ def fit(model: Any, X: Any, y: Any, sample_weight: Any = None, callback: Any = N
     data = prepare_data(X, y, sample_weight)
     classes = data.classes
     check_classification_targets(classes)
-    if classes.size < 2:
-        raise ValueError(
-            "SoftmaxRegression needs samples of at least 2 classes in the data, "
-            f"but the data contains only one class: {classes[0]!r}"
-        )
+    check_two_classes(classes)
     dtype = data.X.dtype
-    sw = data.sample_weight
-    if sw is not None:
-        sw = sw.astype(dtype)  # as the in-memory fit: row weights in the training dtype
+    row_weight = data.sample_weight
+    if row_weight is not None:
+        row_weight = row_weight.astype(dtype)  # as the in-memory fit: row weights in the training dtype
     if model.class_weight is not None:
         counts = data.class_counts.astype(np.float64)
         if data.sample_weight is not None:
             counts = da.bincount(data.y, weights=data.sample_weight, minlength=classes.size).compute()
         cw = _class_weight_vector(model.class_weight, classes, counts).astype(dtype)
-        sw = da.map_blocks(_row_weights, data.y, sw, dask.delayed(cw), meta=np.empty((0,), dtype=dtype))
-    if sw is None:
-        sw_sum = float(data.n_samples)
+        meta = np.empty((0,), dtype=dtype)
+        row_weight = da.map_blocks(_row_weights, data.y, row_weight, dask.delayed(cw), meta=meta)
+    if row_weight is None:
+        row_weight_sum = float(data.n_samples)
     else:
-        (sw,) = dask.persist(sw)
-        sw_sum = float(da.sum(sw, dtype=np.float64).compute())
-    data = DaskData(data.X, data.y, sw, classes, data.feature_names, data.class_counts)
+        (row_weight,) = dask.persist(row_weight)
+        row_weight_sum = float(da.sum(row_weight, dtype=np.float64).compute())
+    data = DaskData(data.X, data.y, row_weight, classes, data.feature_names, data.class_counts)
 
-    obj = DaskObjective(data, C=float(model.C), fit_intercept=model.fit_intercept, sw_sum=sw_sum)
+    obj = DaskObjective(
+        data, C=float(model.C), fit_intercept=model.fit_intercept, row_weight_sum=row_weight_sum
+    )
 
-    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=sgd)
+    model._fit_objective(obj, classes, data.n_features, data.n_samples, dtype, callback, sgd=streaming_sgd)
     model.n_features_in_ = data.n_features
     names = data.feature_names
     if names is not None and all(isinstance(c, str) for c in names):
@@ -441,7 +423,7 @@ class _SGDSpec:
 
 
 def _sgd_block(
-    state: tuple[Any, ...], X: Any, y: Any, sw: Any, spec: _SGDSpec, epoch: int, seed: int
+    state: tuple[Any, ...], X: Any, y: Any, row_weight: Any, spec: _SGDSpec, epoch: int, seed: int
 ) -> tuple[Any, ...]:
     """The mini-batch updates of one epoch over one block's rows, in a random order.
 
@@ -450,14 +432,14 @@ def _sgd_block(
     """
     w, avg, n_avg, t = state
     w, avg = w.copy(), avg.copy()
-    X, y, sw = _aligned(X), _aligned(y), _aligned(sw)
+    X, y, row_weight = _aligned(X), _aligned(y), _aligned(row_weight)
     k = spec.n_classes * spec.n_features
     order = np.random.default_rng(seed).permutation(X.shape[0])
     for start in range(0, order.size, spec.batch_size):
         idx = order[start : start + spec.batch_size]
         W = w[:k].reshape(spec.n_classes, spec.n_features).astype(spec.dtype)
         b = w[k:].astype(spec.dtype) if spec.fit_intercept else None
-        _, gW, gb = data_value_and_grad(X[idx], y[idx], None if sw is None else sw[idx], W, b)
+        _, gW, gb = data_value_and_grad(X[idx], y[idx], None if row_weight is None else row_weight[idx], W, b)
         parts = [np.asarray(gW, dtype=np.float64).ravel()]
         if gb is not None:
             parts.append(np.asarray(gb, dtype=np.float64))
@@ -483,7 +465,7 @@ def _max_row_curvature(data: DaskData, fit_intercept: bool) -> float:
     return float(sq.max().compute())
 
 
-def sgd(
+def streaming_sgd(
     obj: DaskObjective,
     w0: np.ndarray,
     *,
@@ -629,6 +611,6 @@ def score(model: Any, X: Any, y: Any, sample_weight: Any = None) -> float:
     correct = (pred == y).astype(np.float64)
     if sample_weight is None:
         return float(correct.mean().compute())
-    sw = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
-    num, den = dask.compute((correct * sw).sum(), sw.sum())
+    row_weight = as_row_vector(sample_weight, pred.chunks[0], "sample_weight").astype(np.float64)
+    num, den = dask.compute((correct * row_weight).sum(), row_weight.sum())
     return float(num / den)

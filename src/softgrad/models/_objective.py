@@ -82,7 +82,7 @@ def _chain(X: Any, G: np.ndarray, fit_intercept: bool, dtype: Any) -> tuple[np.n
 def data_value_and_grad(
     X: Any,
     y: np.ndarray,
-    sw: np.ndarray | None,
+    row_weight: np.ndarray | None,
     W: np.ndarray,
     b: np.ndarray | None,
     *,
@@ -97,7 +97,7 @@ def data_value_and_grad(
     X : array or scipy.sparse CSR matrix, shape (n, N)
     y : int array, shape (n,)
         Class indices in ``[0, T)``.
-    sw : float array, shape (n,), or None
+    row_weight : float array, shape (n,), or None
         Per-row weights ``s_i`` (sample weights times class weights); None means all 1.
     W : array, shape (T, N), ``X``'s dtype
     b : array, shape (T,), or None
@@ -114,7 +114,7 @@ def data_value_and_grad(
     z = block_logits(X, W, b) if logits is None else logits
     # The loss of float32 logits is summed in float64 (softgrad's compute dtype); handing it
     # float64 logits also returns that sum unrounded, which the line searches need.
-    loss, G = value_and_grad(z.astype(np.float64, copy=False), y, reduction="sum", sample_weight=sw)
+    loss, G = value_and_grad(z.astype(np.float64, copy=False), y, reduction="sum", sample_weight=row_weight)
     gW, gb = _chain(X, np.asarray(G), b is not None, W.dtype)
     return float(loss), gW, gb
 
@@ -122,7 +122,7 @@ def data_value_and_grad(
 def data_hvp(
     X: Any,
     y: np.ndarray,
-    sw: np.ndarray | None,
+    row_weight: np.ndarray | None,
     W: np.ndarray,
     b: np.ndarray | None,
     dW: np.ndarray,
@@ -145,7 +145,7 @@ def data_hvp(
     z = block_logits(X, W, b) if logits is None else logits
     dz = block_logits(X, dW, db)
     z64, dz64 = z.astype(np.float64, copy=False), dz.astype(np.float64, copy=False)
-    Hz = hvp(z64, y, dz64, reduction="sum", sample_weight=sw)
+    Hz = hvp(z64, y, dz64, reduction="sum", sample_weight=row_weight)
     return _chain(X, np.asarray(Hz), b is not None, W.dtype)
 
 
@@ -167,8 +167,8 @@ class SoftmaxObjective:
     fit_intercept : bool
     dtype : numpy dtype
         float32 or float64, the dtype of the data.
-    sw_sum : float
-        Sum of the row weights; the solvers minimize ``f / (C * sw_sum)`` (``f / sw_sum`` when
+    row_weight_sum : float
+        Sum of the row weights; the solvers minimize ``f / (C * row_weight_sum)`` (``f / row_weight_sum`` when
         ``C`` is infinite) so that their tolerance does not depend on it.
     """
 
@@ -180,7 +180,7 @@ class SoftmaxObjective:
         C: float,
         fit_intercept: bool,
         dtype: Any,
-        sw_sum: float,
+        row_weight_sum: float,
     ) -> None:
         self.n_features = int(n_features)
         self.n_classes = int(n_classes)
@@ -189,7 +189,7 @@ class SoftmaxObjective:
         self.dtype = np.dtype(dtype)
         self.n_params = self.n_classes * self.n_features + (self.n_classes if fit_intercept else 0)
         penalized = np.isfinite(self.C)
-        self.scale = 1.0 / ((self.C if penalized else 1.0) * max(float(sw_sum), np.finfo(float).tiny))
+        self.scale = 1.0 / ((self.C if penalized else 1.0) * max(float(row_weight_sum), np.finfo(float).tiny))
 
     # --- packing -------------------------------------------------------------------------
     def unpack(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -272,17 +272,17 @@ class ArrayObjective(SoftmaxObjective):
         self,
         X: Any,
         y: np.ndarray,
-        sw: np.ndarray | None,
+        row_weight: np.ndarray | None,
         n_classes: int,
         *,
         C: float,
         fit_intercept: bool,
     ) -> None:
-        sw_sum = float(X.shape[0]) if sw is None else float(np.sum(sw, dtype=np.float64))
+        total = float(X.shape[0]) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
         super().__init__(
-            X.shape[1], n_classes, C=C, fit_intercept=fit_intercept, dtype=X.dtype, sw_sum=sw_sum
+            X.shape[1], n_classes, C=C, fit_intercept=fit_intercept, dtype=X.dtype, row_weight_sum=total
         )
-        self.X, self.y, self.sw = X, y, sw
+        self.X, self.y, self.row_weight = X, y, row_weight
         self._cache: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
 
     def _logits(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -296,13 +296,13 @@ class ArrayObjective(SoftmaxObjective):
     def data_value_and_grad(
         self, W: np.ndarray, b: np.ndarray | None
     ) -> tuple[float, np.ndarray, np.ndarray | None]:
-        return data_value_and_grad(self.X, self.y, self.sw, W, b, logits=self._logits(W, b))
+        return data_value_and_grad(self.X, self.y, self.row_weight, W, b, logits=self._logits(W, b))
 
     def data_hvp(
         self, W: np.ndarray, b: np.ndarray | None, dW: np.ndarray, db: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        return data_hvp(self.X, self.y, self.sw, W, b, dW, db, logits=self._logits(W, b))
+        return data_hvp(self.X, self.y, self.row_weight, W, b, dW, db, logits=self._logits(W, b))
 
     def rows(self, idx: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray | None]:
-        """The block ``(X[idx], y[idx], sw[idx])``, for mini-batch solvers."""
-        return self.X[idx], self.y[idx], None if self.sw is None else self.sw[idx]
+        """The block ``(X[idx], y[idx], row_weight[idx])``, for mini-batch solvers."""
+        return self.X[idx], self.y[idx], None if self.row_weight is None else self.row_weight[idx]

@@ -239,7 +239,7 @@ def _curvature_bounds(obj: ArrayObjective, batch_size: int) -> tuple[float, floa
     """
     X, n = obj.X, obj.X.shape[0]
     one = 1.0 if obj.fit_intercept else 0.0
-    sw = np.ones(n) if obj.sw is None else obj.sw.astype(np.float64)
+    row_weight = np.ones(n) if obj.row_weight is None else obj.row_weight.astype(np.float64)
     data_scale = obj.scale * (obj.C if np.isfinite(obj.C) else 1.0)  # 1 / S
     reg = obj.scale if np.isfinite(obj.C) else 0.0
     v = np.random.default_rng(0).standard_normal(X.shape[1] + 1)
@@ -247,14 +247,14 @@ def _curvature_bounds(obj: ArrayObjective, batch_size: int) -> tuple[float, floa
     for _ in range(20):
         v /= np.linalg.norm(v)
         u = np.asarray(X @ v[:-1].astype(X.dtype), dtype=np.float64) + one * v[-1]
-        u *= sw
+        u *= row_weight
         v = np.concatenate([np.asarray(X.T @ u.astype(X.dtype), dtype=np.float64), [one * u.sum()]])
         lam = float(np.linalg.norm(v))
     if hasattr(X, "multiply"):  # scipy.sparse
         sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
     else:
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    row = float(np.max(sw * (sq + one))) * n / batch_size
+    row = float(np.max(row_weight * (sq + one))) * n / batch_size
     return 0.5 * lam * data_scale + reg, 0.5 * row * data_scale + reg
 
 

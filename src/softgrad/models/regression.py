@@ -12,6 +12,7 @@ softgrad's (:mod:`softgrad.losses`); the objective lives in :mod:`._objective`, 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state
 
 from .. import core
+from .._dasktools import is_dask_collection
 from . import _dask, _solvers
+from ._labels import check_two_classes
 from ._objective import ArrayObjective, SoftmaxObjective
 
 try:  # scikit-learn >= 1.6
@@ -52,14 +55,27 @@ _FLOAT32_TOL_FLOOR = 1e-7
 def _make_objective(
     X: Any,
     y_idx: np.ndarray,
-    sw: np.ndarray | None,
+    row_weight: np.ndarray | None,
     n_classes: int,
     *,
     C: float,
     fit_intercept: bool,
 ) -> SoftmaxObjective:
     """The one place ``fit`` builds its objective (other row containers plug in here)."""
-    return ArrayObjective(X, y_idx, sw, n_classes, C=C, fit_intercept=fit_intercept)
+    return ArrayObjective(X, y_idx, row_weight, n_classes, C=C, fit_intercept=fit_intercept)
+
+
+def _lazy_on_dask(method: Callable[[Any, Any], np.ndarray]) -> Callable[[Any, Any], np.ndarray]:
+    """The prediction ``method`` in memory; on Dask input, the same method as a lazy Dask array,
+    block by block (:func:`._dask.predict`, #6): one place that picks the path for all four."""
+
+    @functools.wraps(method)
+    def predict_any(self: Any, X: Any) -> np.ndarray:
+        if is_dask_collection(X):
+            return _dask.predict(self, X, method.__name__)
+        return method(self, X)
+
+    return predict_any
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -230,26 +246,26 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        if _dask.is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
+        if is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
             return _dask.fit(self, X, y, sample_weight, callback)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         encoder = LabelEncoder()
         y_idx = encoder.fit_transform(y).astype(np.intp)
         classes = encoder.classes_
-        if classes.size < 2:
-            raise ValueError(
-                "SoftmaxRegression needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {classes[0]!r}"
-            )
-        sw = None
+        check_two_classes(classes)
+        row_weight = None
         if sample_weight is not None or self.class_weight is not None:
-            sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
+            row_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True
+            )
         if self.class_weight is not None:
             cw = compute_class_weight(self.class_weight, classes=classes, y=y, sample_weight=sample_weight)
-            sw = sw * cw[y_idx].astype(X.dtype)
+            row_weight = row_weight * cw[y_idx].astype(X.dtype)
 
-        obj = _make_objective(X, y_idx, sw, classes.size, C=float(self.C), fit_intercept=self.fit_intercept)
+        obj = _make_objective(
+            X, y_idx, row_weight, classes.size, C=float(self.C), fit_intercept=self.fit_intercept
+        )
         with _solvers.blas_threads_for(X.shape[0] * X.shape[1] * classes.size):
             self._fit_objective(obj, classes, X.shape[1], X.shape[0], X.dtype, callback)
         return self
@@ -321,7 +337,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tol: float,
         sgd: Callable[..., _solvers.SolverResult] | None = None,
     ) -> _solvers.SolverResult:
-        """Run the chosen solver; ``sgd`` replaces the in-memory SGD (Dask streams over blocks)."""
+        """Run the chosen solver; ``sgd`` replaces the in-memory SGD (``_dask.streaming_sgd``)."""
         if self.solver == "lbfgs":
             return _solvers.lbfgs(obj, w0, tol=tol, max_iter=self.max_iter, callback=cb)
         if self.solver == "newton-cg":
@@ -348,6 +364,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         z = np.asarray(X @ self.coef_.T)
         return z + self.intercept_
 
+    @_lazy_on_dask
     def decision_function(self, X: Any) -> np.ndarray:
         r"""The logits ``X W^T + b``, shape (n_samples, n_classes).
 
@@ -361,13 +378,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.decision_function([[0.0], [3.0]]).shape
         (2,)
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "decision_function")
         z = self._logits(X)
         if z.shape[1] == 2:
             return z[:, 1] - z[:, 0]
         return z
 
+    @_lazy_on_dask
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row, shape (n_samples,).
 
@@ -378,11 +394,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.predict([[0.0], [3.0]]).tolist()
         ['a', 'b']
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict")
         z = self._logits(X)
         return self.classes_[np.argmax(z, axis=1)]
 
+    @_lazy_on_dask
     def predict_proba(self, X: Any) -> np.ndarray:
         r"""Class probabilities ``softmax(X W^T + b)``, shape (n_samples, n_classes).
 
@@ -396,10 +411,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> float(m.predict_proba([[1.5]]).sum())
         1.0
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict_proba")
         return np.asarray(core.softmax(self._logits(X), axis=1))
 
+    @_lazy_on_dask
     def predict_log_proba(self, X: Any) -> np.ndarray:
         r"""Log-probabilities ``log_softmax(X W^T + b)``, shape (n_samples, n_classes).
 
@@ -413,8 +427,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> bool(m.predict_log_proba([[1e6]])[0, 0] < -1e3)
         True
         """
-        if _dask.is_dask_collection(X):  # a lazy Dask array, block by block (#6)
-            return _dask.predict(self, X, "predict_log_proba")
         return np.asarray(core.log_softmax(self._logits(X), axis=1))
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
@@ -429,7 +441,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         >>> m.score([[0.0], [3.0]], [0, 1])
         1.0
         """
-        if _dask.is_dask_collection(X):
+        if is_dask_collection(X):
             return _dask.score(self, X, y, sample_weight)
         return float(super().score(X, y, sample_weight=sample_weight))
 

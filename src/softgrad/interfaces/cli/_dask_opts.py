@@ -7,7 +7,7 @@ iteration. Metrics (accuracy, log-loss) are computed on the workers; the model s
 ordinary in-memory model. A scheduler that cannot be reached, a missing target column,
 non-numeric features or NaN: one error line, exit code 2, nothing written.
 
-``_add_dask_options`` is called once by ``_model_cmds.register`` on the ``train`` parser.
+``add_dask_options`` is called once by ``_model_cmds.register`` on the ``train`` parser.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from ._common import CLIError, print_json
+from ._training import check_out_path, fit_with_progress, print_training, training_result
 
 __all__ = ["connect", "dask_metrics", "read_files"]
 
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 
 
-def _add_dask_options(parser: argparse.ArgumentParser) -> None:
+def add_dask_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--dask``, ``--scheduler`` and ``--scheduler-timeout`` to the ``train`` parser.
 
     With ``--dask`` the parser's handler becomes :func:`_train_dask`; without it, the handler
@@ -211,23 +212,19 @@ def dask_metrics(model: Any, X: Any, y: Any) -> tuple[dict[str, float], int]:
 
 # ---------------------------------------------------------------------------------- train
 def _train_dask(args: argparse.Namespace) -> int:
-    from ._model_cmds import _check_out_path
-
     if args.dataset:
         raise CLIError("--dask reads DATA (a folder of Parquet or CSV files), not --dataset")
     if not args.data:
         raise CLIError("give DATA: a folder of .parquet or .csv files")
     if args.plots:
         raise CLIError("--plots is not available with --dask (plots need the rows in memory)")
-    _check_out_path(args.out)
+    check_out_path(args.out)
     with connect(args.scheduler, args.scheduler_timeout):
         return _fit_and_report(args)
 
 
 def _fit_and_report(args: argparse.Namespace) -> int:
     import dask
-
-    from ._model_cmds import _print_training, fit_with_progress, training_result
 
     source = args.data
     df = read_files(source)
@@ -254,5 +251,5 @@ def _fit_and_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    _print_training(result)
+    print_training(result)
     return 0

@@ -1,0 +1,457 @@
+r"""Fused Numba CPU kernel of cross-entropy with class-index targets (float32 and float64 logits).
+
+The reference in :mod:`.cross_entropy` is the specification; this kernel computes each row's
+loss and gradient from one shift of the row, reading the logits once (twice where the top
+entry needs its own sum). It uses the row machinery of the softmax kernels
+(:mod:`softgrad.core._rows`: threads, scratch, classification, the exp-and-sum sweep,
+streaming stores).
+
+The weighted target of a valid row with class index ``y`` (written once here, in
+:func:`_target_row` and :func:`_q`; the reference's copy is ``_row_targets`` and ``_label_weight``
+in :mod:`.cross_entropy`):
+
+.. math:: q_j = (1 - \varepsilon)\, w_y\, [j = y] + \frac{\varepsilon}{C} w_j, \qquad
+          a = \sum_j q_j = (1 - \varepsilon)\, w_y + \frac{\varepsilon}{C} \sum_j w_j
+
+The row's loss is :math:`-\sum_{q_j \ne 0} q_j \log p_j` and its gradient
+``row_scale * (a p_j - q_j)``; at a unique maximum ``k`` the gradient is
+``row_scale * (q_off - a * rest / total)`` with :math:`q_{off} = \sum_{j \ne k} q_j`
+(``_block`` in :mod:`.cross_entropy`).
+
+The options that are the same for every row of a call travel as one record,
+:class:`Constants` (a Numba named tuple), not as a dozen positional arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from ..core import _rows
+from ..core._fastexp import nt_affine_line, sfence, wide
+from ..core._rows import (
+    by_dtype,
+    classify,
+    line_head,
+    reassoc,
+    stream,
+    strict,
+    total_rest,
+    two_diff,
+    two_sum,
+)
+
+__all__ = ["Constants", "cross_entropy_2d", "fits"]
+
+
+class Constants(NamedTuple):
+    """What every row of one :func:`cross_entropy_2d` call shares, as one Numba record."""
+
+    eps: float  # label smoothing
+    sum_w: float  # sum of the class weights (C without them)
+    ignore: int  # ignore_index
+    row_scale_mode: int  # 0: every row scaled by 1, 1: all by row_scale_all, 2: row r by row_scale[r]
+    row_scale_all: float
+    has_w: bool  # class weights given
+    has_sample_weight: bool
+    want_loss: bool
+    want_grad: bool
+    nt: bool  # stream the gradient out with non-temporal stores
+
+
+def logp_at(x: Any, j: Any, m: Any, shift: Any) -> Any:  # pragma: no cover - jitted only
+    """``log p_j = (x[j] - m) - shift`` in float64, with the exact difference."""
+    raise NotImplementedError
+
+
+def _logp_at32(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    wide()
+    return (np.float64(x[j]) - np.float64(m)) - shift
+
+
+def _logp_at64(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    wide()
+    s, err = two_diff(x[j], m)
+    return (s - shift) + (err if s > -np.inf else 0.0)
+
+
+@overload(logp_at, jit_options={"fastmath": False})
+def _logp_at_ol(x: Any, j: Any, m: Any, shift: Any) -> Any:
+    return by_dtype(x.dtype, _logp_at32, _logp_at64)
+
+
+@strict
+def _logp_weighted_term(x: Any, j: int, w: Any, has_w: bool, m: Any, shift: float) -> float:
+    """``w_j * log p_j``, 0 where ``w_j == 0`` (no mass: ``0 * log 0 = 0``)."""  # pragma: no cover
+    wide()
+    wj = w[j] if has_w else 1.0
+    return wj * logp_at(x, j, m, shift) if wj != 0.0 else 0.0
+
+
+@reassoc
+def _logp_weighted_sum(x: Any, w: Any, has_w: bool, m: Any, shift: float) -> float:  # pragma: no cover
+    # Terms of one sign (log p <= 0, w >= 0 in practice): the order of the sum hardly matters.
+    wide()
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += _logp_weighted_term(x, j, w, has_w, m, shift)
+    return acc
+
+
+@reassoc
+def _sum_except(w: Any, k: int) -> float:  # pragma: no cover - jitted
+    """``sum(w) - w[k]`` without the cancellation: the sum of the other entries."""
+    wide()
+    acc = 0.0
+    for j in range(w.shape[0]):
+        acc += w[j] if j != k else 0.0
+    return acc
+
+
+@strict
+def _top(x: Any, m: Any) -> Any:  # pragma: no cover - jitted
+    """How many entries equal the maximum, and the last index holding it."""
+    wide()
+    ties = 0
+    k = -1
+    for j in range(x.shape[0]):
+        hit = x[j] == m
+        ties += hit
+        k = max(k, j if hit else -1)
+    return ties, k
+
+
+def ce_grad_sweep(
+    work: Any, stage: Any, w: Any, has_w: Any, p_scale: Any, q_scale: Any
+) -> Any:  # pragma: no cover - jitted only
+    """``stage[j] = p_scale * e_j - q_scale * w_j`` rounded once (the gradient off ``y`` and the top)."""
+    raise NotImplementedError
+
+
+def _ce_grad_sweep(work: Any, stage: Any, w: Any, has_w: Any, p_scale: Any, q_scale: Any) -> Any:
+    wide()
+    if has_w:
+        for j in range(work.shape[0]):
+            stage[j] = p_scale * work[j] - q_scale * w[j]
+    else:
+        for j in range(work.shape[0]):
+            stage[j] = p_scale * work[j] - q_scale
+
+
+@overload(ce_grad_sweep, jit_options={"fastmath": False})
+def _ce_grad_sweep_ol(work: Any, stage: Any, w: Any, has_w: Any, p_scale: Any, q_scale: Any) -> Any:
+    if stage.dtype in (types.float32, types.float64):
+        return _ce_grad_sweep
+    return None
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The weighted-target rule (the reference's: _row_targets and _label_weight in cross_entropy.py)
+
+
+@strict
+def _target_row(y: int, w: Any, c: Any, n: int) -> Any:  # pragma: no cover - jitted
+    """``(w_y, eps / C, a)`` of a valid row with class index ``y`` (module docstring)."""
+    wide()
+    ceps = c.eps / n
+    wy = w[y] if c.has_w else 1.0
+    return wy, ceps, (1.0 - c.eps) * wy + ceps * c.sum_w
+
+
+@strict
+def _q(j: int, y: int, w: Any, has_w: bool, wy: float, eps: float, ceps: float) -> float:
+    """The target weight ``q_j`` of a valid row."""  # pragma: no cover - jitted
+    wide()
+    wj = w[j] if has_w else 1.0
+    q = ceps * wj
+    if j == y:
+        q += (1.0 - eps) * wy
+    return q
+
+
+@strict
+def _q_off(k: int, y: int, w: Any, has_w: bool, wy: float, eps: float, ceps: float, n: int) -> float:
+    """``sum_{j != k} q_j``, without the cancellation of ``a - q_k``."""  # pragma: no cover - jitted
+    wide()
+    w_off = _sum_except(w, k) if has_w else n - 1.0
+    return ceps * w_off + ((1.0 - eps) * wy if k != y else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# One row
+
+
+@strict
+def _ce_special(
+    x: Any, kind: int, y: int, w: Any, c: Any, row_scale: float, stage: Any
+) -> float:  # pragma: no cover - jitted
+    """Loss (before the sample weight) and gradient of a valid row holding NaN (kind 0), +inf
+    (kind 1) or only -inf (kind 2), as the reference computes them."""
+    wide()
+    n = x.shape[0]
+    has_w, eps = c.has_w, c.eps
+    wy, ceps, a = _target_row(y, w, c, n)
+    if kind != 1:  # NaN row: NaN loss and gradient; empty row: log p = -inf, gradient 0
+        lp = np.nan if kind == 0 else -np.inf
+        loss = 0.0
+        for j in range(n):
+            q = _q(j, y, w, has_w, wy, eps, ceps)
+            if q != 0.0:
+                loss -= q * lp
+        if c.want_grad:
+            for j in range(n):
+                stage[j] = np.nan if kind == 0 else 0.0
+        return loss
+    k = 0
+    top = -1
+    for j in range(n):
+        if x[j] == np.inf:
+            k += 1
+            top = j
+    lk = np.log(np.float64(k))
+    loss = 0.0
+    for j in range(n):
+        q = _q(j, y, w, has_w, wy, eps, ceps)
+        if q != 0.0:
+            loss -= q * (-lk if x[j] == np.inf else -np.inf)
+    if c.want_grad:
+        for j in range(n):
+            q = _q(j, y, w, has_w, wy, eps, ceps)
+            stage[j] = row_scale * ((a / k if x[j] == np.inf else 0.0) - q)
+        if k == 1:  # the reference's top-1 form: the target mass off the top, summed directly
+            q_off = 0.0
+            comp = 0.0
+            for j in range(n):
+                if j != top:
+                    q_off, comp = two_sum(q_off, comp, _q(j, y, w, has_w, wy, eps, ceps))
+            stage[top] = row_scale * (q_off + comp)
+    return loss
+
+
+@strict
+def _ce_patched(
+    work: Any, out: Any, lo: int, w: Any, p_scale: float, q_scale: float, y: int, gy: float, k: int, gk: float
+) -> None:  # pragma: no cover - jitted
+    """``out[j - lo] = p_scale * work[j - lo] - q_scale`` with plain stores, entries ``y`` and
+    ``k`` (offsets from ``lo``) replaced by ``gy`` and ``gk`` (no class weights)."""
+    wide()
+    ce_grad_sweep(work, out, w, False, p_scale, q_scale)
+    n = out.shape[0]
+    if lo <= y < lo + n:
+        out[y - lo] = gy
+    if lo <= k < lo + n:
+        out[k - lo] = gk
+
+
+@strict
+def _ce_out(
+    work: Any, out: Any, stage: Any, w: Any, has_w: bool, p_scale: float, q_scale: float,
+    y: int, gy: float, k: int, gk: float, nt: bool,
+) -> None:  # pragma: no cover - jitted
+    """A row's gradient straight into ``out``: through ``stage`` in chunks, or (``nt`` and no
+    class weights) computed a 64-byte line at a time in registers and streamed, the lines
+    holding ``y`` or ``k`` (patched afterwards) with plain stores."""
+    wide()
+    n = out.shape[0]
+    if nt and not has_w:
+        lanes = 64 // out.itemsize
+        j = line_head(out)
+        _ce_patched(work[:j], out[:j], 0, w, p_scale, q_scale, y, gy, k, gk)
+        while j + lanes <= n:
+            if j <= y < j + lanes or j <= k < j + lanes:
+                _ce_patched(work[j : j + lanes], out[j : j + lanes], j, w, p_scale, q_scale, y, gy, k, gk)
+            else:
+                nt_affine_line(out, j, work, j, p_scale, q_scale)
+            j += lanes
+        _ce_patched(work[j:n], out[j:], j, w, p_scale, q_scale, y, gy, k, gk)
+        return
+    step = stage.shape[0]
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        st = stage[: hi - lo]
+        ce_grad_sweep(work[lo:hi], st, w[lo:hi] if has_w else w, has_w, p_scale, q_scale)
+        if lo <= y < hi:
+            st[y - lo] = gy
+        if lo <= k < hi:
+            st[k - lo] = gk
+        stream(out[lo:hi], st, nt)
+
+
+@strict
+def _ce_row(
+    x: Any, y: int, w: Any, c: Any, row_scale: float, work: Any, stage: Any, out: Any, direct: bool, pf: Any
+) -> float:  # pragma: no cover - jitted
+    """Loss (before the sample weight) of a valid row; its gradient into ``stage[:n]``, or
+    (``direct``) into ``out`` through ``stage`` in chunks."""
+    wide()
+    n = x.shape[0]
+    m, kind, fast = classify(x)
+    if kind >= 0:
+        return _ce_special(x, kind, y, w, c, row_scale, out if direct else stage)
+    has_w, eps = c.has_w, c.eps
+    wy, ceps, a = _target_row(y, w, c, n)
+    total, rest = total_rest(x, work, m, 1.0, fast, pf)
+    loss = 0.0
+    if c.want_loss:
+        shift = np.log1p(rest)
+        if wy != 0.0 and eps != 1.0:
+            loss = -(1.0 - eps) * wy * logp_at(x, y, m, shift)
+        if eps != 0.0:
+            loss -= ceps * _logp_weighted_sum(x, w, has_w, m, shift)
+    if c.want_grad:
+        gy = row_scale * (a * work[y] / total - _q(y, y, w, has_w, wy, eps, ceps))
+        # p_k - 1 from the mass off the top, not by cancellation, where it matters: p_k > 1/2
+        # (rest < 1, which also makes the maximum unique; rest counts every extra tie as 1).
+        # Below that, a p_k - q_k keeps its digits, and the extra pass over x is saved.
+        ties, k = _top(x, m) if rest < 1.0 else (0, y)
+        gk = 0.0
+        if ties == 1:
+            gk = row_scale * (_q_off(k, y, w, has_w, wy, eps, ceps, n) - a * (rest / total))
+        else:
+            k = y  # no top-1 entry: patch y twice
+            gk = gy
+        p_scale, q_scale = row_scale * a / total, row_scale * ceps
+        if direct:
+            _ce_out(work[:n], out, stage, w, has_w, p_scale, q_scale, y, gy, k, gk, c.nt)
+        else:
+            st = stage[:n]
+            ce_grad_sweep(work[:n], st, w, has_w, p_scale, q_scale)
+            st[y] = gy
+            st[k] = gk
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D drivers: rows of a C-contiguous array, parallel over groups of rows
+
+
+@strict
+def _ce_group(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    r0: int, r1: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    n = x.shape[1]
+    # Short rows stay gathered even when streamed: the two patched entries per row made writing
+    # them row by row slower here (measured), unlike softmax.
+    direct = n > stage.shape[0] or n > work.shape[0]  # see _rows.layout
+    for r in range(r0, r1):
+        st = stage if direct else stage[(r - r0) * n : (r - r0 + 1) * n]
+        yr = y[r]
+        mode = c.row_scale_mode
+        scale = row_scale[r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
+        if yr == c.ignore:  # an ignored row: no loss, no gradient
+            lr = 0.0
+            if c.want_grad:
+                target = grad[r] if direct else st
+                for j in range(n):
+                    target[j] = 0.0
+        else:
+            row_out = grad[r] if c.want_grad else grad[0]  # (grad is a 1 x 1 dummy without want_grad)
+            pf = x[r + r1 - r0] if r + r1 - r0 < x.shape[0] else x[r, :0]
+            lr = _ce_row(x[r], yr, w, c, scale, work, st, row_out, direct, pf)
+        if c.want_loss:
+            loss[r] = lr * sample_weight[r] if c.has_sample_weight else lr
+    if c.want_grad and not direct:
+        stream(grad[r0:r1].reshape(-1), stage, c.nt)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _ce_2d(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    per: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    ngroups = (rows + per - 1) // per
+    for g in prange(ngroups):
+        wide()
+        tid = numba.get_thread_id()
+        r0 = g * per
+        r1 = min(r0 + per, rows)
+        _ce_group(x, y, w, sample_weight, row_scale, loss, grad, work[tid], stage[tid], r0, r1, c)
+
+
+@strict
+def _ce_2d_serial(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, work: Any, stage: Any,
+    per: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    for r0 in range(0, rows, per):
+        r1 = min(r0 + per, rows)
+        _ce_group(x, y, w, sample_weight, row_scale, loss, grad, work[0], stage[0], r0, r1, c)
+    if c.nt:
+        sfence()
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point: validated rows from cross_entropy.py
+
+
+def fits(x: np.ndarray) -> bool:
+    """Whether rows of ``x`` fit the per-thread scratch (``_rows.GROUP`` classes at most)."""
+    return x.shape[-1] <= _rows.GROUP
+
+
+def cross_entropy_2d(
+    x: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    ignore_index: int,
+    smoothing: float,
+    sample_weight: np.ndarray | None,
+    row_scale: np.ndarray | None,
+    want_loss: bool,
+    want_grad: bool,
+    grad_out: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-row losses (times ``sample_weight``) and gradients (times ``row_scale``) of validated rows.
+
+    ``x`` (R, C) NumPy float32/float64 logits that :func:`fits`; ``target`` (R,) integer class indices in
+    [0, C) or equal to ``ignore_index``; ``weight`` (C,) or None; ``sample_weight`` (R,) or
+    None; ``row_scale`` (R,), 0-d or None. Returns ``(loss_rows, grad)`` as the reference's
+    ``_reference_rows``: float64 losses, the gradient in ``x``'s dtype, written into
+    ``grad_out`` when given (C-contiguous, ``x``'s shape and dtype; it may be ``x`` itself).
+    """
+    x = np.ascontiguousarray(x)
+    rows, n = x.shape
+    nthr = numba.get_num_threads() if x.size >= _rows.PARALLEL_MIN else 1
+    per, wl, sl = _rows.layout(rows, n, nthr)
+    work = _rows.scratch("work", nthr, wl, np.float64)
+    stage = _rows.scratch("stage", nthr, sl, x.dtype)
+    w = np.ones(1) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    weights = np.ones(1) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if row_scale is None:
+        scales, mode, scale_all = np.ones(1), 0, 1.0
+    elif row_scale.ndim == 0:
+        scales, mode, scale_all = np.ones(1), 1, float(row_scale)
+    else:
+        scales, mode, scale_all = np.ascontiguousarray(row_scale, dtype=np.float64), 2, 1.0
+    loss = np.empty(rows if want_loss else 1, dtype=np.float64)
+    grad = np.empty((1, 1), x.dtype)
+    if want_grad:
+        grad = grad_out if grad_out is not None else np.empty_like(x)
+    c = Constants(
+        eps=float(smoothing),
+        sum_w=float(np.sum(w)) if weight is not None else float(n),
+        ignore=int(ignore_index),
+        row_scale_mode=mode,
+        row_scale_all=scale_all,
+        has_w=weight is not None,
+        has_sample_weight=sample_weight is not None,
+        want_loss=bool(want_loss),
+        want_grad=bool(want_grad),
+        nt=bool(want_grad) and _rows.streaming(grad, x),
+    )
+    y = np.ascontiguousarray(target, dtype=np.int64)
+    run = _ce_2d if nthr > 1 else _ce_2d_serial
+    _rows.dynamic(run, x, y, w, weights, scales, loss, grad, work, stage, per, c)
+    return (loss if want_loss else None), (grad if want_grad else None)

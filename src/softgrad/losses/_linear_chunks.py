@@ -1,0 +1,202 @@
+"""The chunk loop of :func:`~softgrad.losses.linear_cross_entropy` for in-memory arrays.
+
+Each chunk of rows forms its logits ``x_c W^T + b``, reduces them to the loss and (with
+``return_grad``) to their gradient, and contracts that gradient with ``W`` and ``x_c`` at once.
+NumPy input runs through BLAS with preallocated buffers (:func:`_numpy_chunks`); every other
+array library through its own ``matmul`` (:func:`_xp_chunks`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .._array import Array, as_int, compute_dtype, is_numpy_array
+from .cross_entropy import (
+    RowStep,
+    _check_targets,
+    _Problem,
+    _reduce,
+    _reference_rows,
+    _row_scale,
+    _row_step,
+    _Scales,
+    _scales,
+)
+from .layer import _validated_layer_inputs
+
+__all__ = ["check_chunk_size", "chunked_linear_cross_entropy"]
+
+_DEFAULT_CHUNK_BYTES = 96 * 2**20  # one chunk's logits in the input dtype: big enough for BLAS
+
+
+def check_chunk_size(chunk_size: Any, n_classes: int, itemsize: int) -> int:
+    if chunk_size is None:
+        return max(1, _DEFAULT_CHUNK_BYTES // max(1, n_classes * itemsize))
+    chunk = as_int(chunk_size, "chunk_size", "an int >= 1 or None")
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    return chunk
+
+
+def chunked_linear_cross_entropy(
+    x: Array,
+    W: Array,
+    target: Array,
+    b: Array | None = None,
+    *,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    sample_weight: Array | None = None,
+    chunk_size: int | None = None,
+    return_grad: bool = False,
+) -> Any:
+    """:func:`~softgrad.losses.linear_cross_entropy` for arrays held in memory (not Dask).
+
+    Validates everything, then runs the NumPy loop or the generic ``xp`` loop over the chunks.
+    """
+    xp, x, W, b, dtype = _validated_layer_inputs(x, W, b)
+    single = x.ndim == 1
+    if single:
+        x = x[None, :]
+    n_rows, n_classes = x.shape[0], W.shape[0]
+    work_dtype = compute_dtype(xp, dtype)
+    # A single x (N,) has logits (T,): validate the target against that shape, as cross_entropy.
+    shape, axis = ((n_classes,), 0) if single else ((n_rows, n_classes), 1)
+    opts, tgt, sw = _check_targets(
+        xp, x, shape, axis, work_dtype, target,
+        weight, ignore_index, label_smoothing, reduction, sample_weight,
+    )
+    chunk = check_chunk_size(chunk_size, n_classes, xp.finfo(dtype).bits // 8)
+    if not isinstance(return_grad, bool):
+        raise TypeError(f"return_grad must be a bool, got {return_grad!r}")
+    problem = _Problem(xp, None, tgt, sw, opts, -1, shape[:-1], dtype, work_dtype)
+    chunks = _Chunks(problem, _scales(problem), x, W, b, chunk, return_grad)
+    losses, grads = (_numpy_chunks if is_numpy_array(x) else _xp_chunks)(chunks)
+    rows = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
+    if n_rows == 0:
+        rows = xp.zeros((0,), dtype=work_dtype)
+    loss = _reduce(problem, rows, chunks.scales)
+    if grads is None:
+        return loss
+    dx, dW, db = grads
+    if single:
+        dx = dx[0, ...]
+    return loss, (dx, dW, db)
+
+
+class _Chunks(NamedTuple):
+    """A validated call, ready for the chunk loop."""
+
+    problem: _Problem  # targets and options (no logits: they are made chunk by chunk)
+    scales: _Scales
+    x: Array  # (B, N)
+    W: Array  # (T, N)
+    b: Array | None
+    chunk: int  # rows per chunk
+    return_grad: bool
+
+    def rows(self) -> list[slice]:
+        n_rows = self.x.shape[0]
+        return [slice(start, min(start + self.chunk, n_rows)) for start in range(0, n_rows, self.chunk)]
+
+    def loss_grad(
+        self, step: RowStep, z: Array, sl: slice, grad_out: Array | None
+    ) -> tuple[Array, Array | None]:
+        """The chunk's sample-weighted per-row losses and the gradient of its logits ``z``."""
+        p = self.problem
+        weights, scale = _row_scale(p.sample_weight, sl), _row_scale(self.scales.row, sl)
+        return step(
+            p.xp, z, p.target[sl, ...], weights, scale, p.opts, p.compute_dtype,
+            True, self.return_grad, grad_out,
+        )
+
+
+def _numpy_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] | None]:
+    """BLAS products into preallocated buffers; each chunk's gradient overwrites its logits."""
+    import numpy as np
+
+    x, W, b = c.x, c.W, c.b
+    dtype = c.problem.out_dtype
+    n_rows, n_classes = x.shape[0], W.shape[0]
+    grads = None
+    if c.return_grad:
+        dx = np.empty(x.shape, dtype=dtype)
+        grads = (dx, np.zeros(W.shape, dtype=dtype), np.zeros(n_classes, dtype=dtype))
+    Wt = W.T
+    # One logits buffer for all chunks: a fresh 100 MB array costs its page faults on every
+    # chunk (about 40 ms each here, a third of the chunk's first product).
+    zbuf = np.empty((min(c.chunk, n_rows), n_classes), dtype=dtype)
+    step = _row_step(zbuf, c.problem.opts)  # the kernel or the reference, for every chunk
+    losses = []
+    for sl in c.rows():
+        xs = x[sl, ...]
+        z = np.matmul(xs, Wt, out=zbuf[: xs.shape[0]])
+        if b is not None:
+            z += b
+        loss_rows, gz = c.loss_grad(step, z, sl, grad_out=z)  # block by block: no second array
+        del z
+        losses.append(loss_rows)
+        if grads is None or gz is None:
+            continue
+        dx, dW, db = grads
+        np.matmul(gz, W, out=dx[sl])
+        _accumulate_gram(dW, gz, xs)
+        db += np.sum(gz, axis=0)
+        del gz  # a view of the logits buffer, which the next chunk overwrites
+    return losses, grads
+
+
+def _xp_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] | None]:
+    """Any other array library: its own ``matmul``, new arrays for every chunk."""
+    xp, x, W, b = c.problem.xp, c.x, c.W, c.b
+    dtype = c.problem.out_dtype
+    Wt = xp.matrix_transpose(W)
+    dW = xp.zeros(tuple(W.shape), dtype=dtype)
+    db = xp.zeros((W.shape[0],), dtype=dtype)
+    losses, dx_parts = [], []
+    for sl in c.rows():
+        xs = x[sl, ...]
+        z = xp.matmul(xs, Wt)
+        if b is not None:
+            z = z + b
+        loss_rows, gz = c.loss_grad(_reference_rows, z, sl, grad_out=None)  # kernels are NumPy-only
+        losses.append(loss_rows)
+        if gz is None:
+            continue
+        dx_parts.append(xp.matmul(gz, W))
+        dW = dW + xp.matmul(xp.matrix_transpose(gz), xs)
+        db = db + xp.sum(gz, axis=0)
+    if not c.return_grad:
+        return losses, None
+    dx = dx_parts[0] if len(dx_parts) == 1 else (
+        xp.concat(dx_parts, axis=0) if dx_parts else xp.zeros(tuple(x.shape), dtype=dtype)
+    )
+    return losses, (dx, dW, db)
+
+
+def _accumulate_gram(dW: Any, gz: Any, xs: Any) -> None:
+    """``dW += gz.T @ xs`` in place for NumPy, without a ``(T, N)`` temporary.
+
+    BLAS ``gemm`` with ``beta = 1`` accumulates into its output; seen in Fortran order,
+    ``dW.T (N, T) += xs.T @ gz``, and ``xs.T``, ``gz.T`` are Fortran-ordered views: no copies.
+    """
+    import numpy as np
+    from scipy.linalg import blas
+
+    if (
+        dW.dtype in (np.float32, np.float64)
+        and dW.flags.c_contiguous
+        and xs.flags.c_contiguous
+        and gz.flags.c_contiguous
+        and xs.dtype == dW.dtype == gz.dtype
+        and xs.shape[0] > 0
+    ):
+        gemm = blas.get_blas_funcs("gemm", (dW,))
+        out = gemm(1.0, xs.T, gz.T, beta=1.0, c=dW.T, trans_b=1, overwrite_c=1)
+        if np.shares_memory(out, dW):
+            return
+        dW[...] = out.T  # BLAS had to copy (should not happen): keep the result anyway
+        return
+    dW += gz.T @ xs
