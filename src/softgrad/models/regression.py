@@ -450,8 +450,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Write the fitted model to ``path``, without pickle.
 
         A path that is an existing folder, or ends with a path separator, gets ``model.json``
-        (metadata, parameters, checksum) and ``arrays.npz``; any other path is written as one
-        ``.npz`` file at exactly that name. Written atomically (temporary file, then rename).
+        (metadata, parameters, checksum) and the arrays file it names; any other path is written
+        as one ``.npz`` file at exactly that name. Written atomically (temporary file, then
+        rename; a folder's new arrays are committed by the one rename of ``model.json``).
         See :func:`SoftmaxRegression.load`.
 
         Examples
@@ -471,13 +472,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SoftmaxRegression:
-        """Read a model written by :meth:`save` (``np.load`` with ``allow_pickle=False``).
+        """Read a model written by :meth:`save`, as plain data: never unpickled.
 
         Raises
         ------
         ValueError
             When the file or folder is missing, truncated, corrupt, of another format version,
-            fails its checksum, or holds arrays of the wrong shapes.
+            fails its checksum, holds arrays of the wrong shapes, declares arrays larger than the
+            file, or has metadata of the wrong form.
         """
         from ._persist import load_model
 
