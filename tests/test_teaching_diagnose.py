@@ -286,18 +286,6 @@ def test_docs_document_every_catalog_entry():
             assert f"| `{topic}` / `{key}` |" in text, m.id
 
 
-def test_diagnose_imports_nothing_from_models_or_interfaces():
-    from pathlib import Path
-
-    from test_layers import imported_modules
-
-    package = Path(sg.__file__).parent / "teaching" / "diagnose"
-    for path in package.glob("*.py"):
-        for line, module in imported_modules(path):
-            forbidden = module.startswith(("softgrad.models", "softgrad.interfaces"))
-            assert not forbidden, (path.name, line, module)
-
-
 def test_time_guard_is_not_swallowed_by_the_users_except():
     def stubborn(x):
         while True:
