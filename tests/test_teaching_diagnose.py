@@ -105,7 +105,8 @@ def test_every_step_the_catalog_points_at_exists_in_derive():
         assert step.key == key
 
 
-KIND_TAKES = [(kind, "logits") for kind in KINDS] + [(kind, "probs") for kind, k in KINDS.items() if k.takes_probs]
+KIND_TAKES = [(kind, "logits") for kind in KINDS]
+KIND_TAKES += [(kind, "probs") for kind, k in KINDS.items() if k.takes_probs]
 
 
 @pytest.mark.parametrize(("kind", "takes"), KIND_TAKES)
