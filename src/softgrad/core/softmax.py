@@ -184,7 +184,7 @@ def _check(x: Any, axis: Any, temperature: Any, where: Any) -> _Checked:
 
 def _kernel_takes(a: _Checked, x: Any) -> bool:
     """The caller's own NumPy float32/float64 array (a converted list keeps the reference)."""
-    return a.x is x and _dispatch.applies(a.x)
+    return a.x is x and _dispatch.applies(a.x) and _dispatch.temperature_applies(a.t)
 
 
 def _shifted(a: _Checked, t: float = 1.0) -> _Shifted:

@@ -137,6 +137,31 @@ def _check_options(label_smoothing: Any, reduction: Any, ignore_index: Any) -> t
     return eps, str(reduction), as_int(ignore_index, "ignore_index")
 
 
+def _check_indices(xp: Any, target: Array, n_classes: int, ignore: int) -> None:
+    """ValueError naming a class index outside ``[0, n_classes)`` that is not ``ignore``.
+
+    Compares with Python ints only where the target's dtype holds them: NumPy 2 refuses to
+    compare a uint8 array with -100 (issue #16: MNIST labels come as uint8).
+    """
+    info = xp.iinfo(target.dtype)
+    zero = xp.zeros_like(target)
+    bad = xp.zeros(target.shape, dtype=xp.bool, device=array_api_compat.device(target))
+    if n_classes <= info.max:
+        bad = bad | (target >= n_classes)
+    if info.min < 0:
+        bad = bad | (target < 0)
+    if info.min <= ignore <= info.max:
+        bad = bad & (target != ignore)
+    if not bool(xp.any(bad)):
+        return
+    high = bad & (target >= 0) if info.min < 0 else bad
+    if bool(xp.any(high)):  # the largest index too high, else the most negative
+        first = int(xp.max(xp.where(high, target, zero)))
+    else:
+        first = int(xp.min(xp.where(bad, target, zero)))
+    raise ValueError(f"target holds class index {first}, outside [0, {n_classes}) (ignore_index={ignore})")
+
+
 def _check_target(
     xp: Any, target: Any, like: Array, shape: tuple[int, ...], axis: int, ignore: int
 ) -> tuple[bool, Array]:
@@ -155,15 +180,7 @@ def _check_target(
                 f"without axis {axis}), got {tshape}"
             )
         if _is_eager(target) and math.prod(tshape) > 0:
-            bad = ((target < 0) | (target >= n_classes)) & (target != ignore)
-            if bool(xp.any(bad)):
-                first = int(xp.max(xp.where(bad, target, xp.full_like(target, -(2**62)))))
-                if first == -(2**62):
-                    first = int(xp.min(xp.where(bad, target, xp.full_like(target, 2**62))))
-                raise ValueError(
-                    f"target holds class index {first}, outside [0, {n_classes}) "
-                    f"(ignore_index={ignore})"
-                )
+            _check_indices(xp, target, n_classes, ignore)
         return True, target
     if ignore != -100:
         raise ValueError(
