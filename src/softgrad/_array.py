@@ -102,8 +102,6 @@ def _refuse_extended(x: Any, name: str) -> None:
     """
     if not is_numpy_array(x):
         return
-    import numpy as np
-
     if x.dtype.kind == "f" and x.dtype.itemsize > 8:
         raise TypeError(
             f"{name} has dtype {x.dtype} (np.longdouble), which softgrad does not compute in; "

@@ -179,7 +179,8 @@ def _in_compute_dtype(pair: _Pair) -> tuple[Array, Array]:
 
 def _kernel_takes(pair: _Pair, a: Any, b: Any) -> bool:
     """The caller's own NumPy arrays (not converted lists) of one float32/float64 dtype."""
-    return pair.a is a and pair.b is b and _dispatch.applies(pair.a, pair.b) and _dispatch.temperature_applies(pair.t)
+    same = pair.a is a and pair.b is b
+    return same and _dispatch.applies(pair.a, pair.b) and _dispatch.temperature_applies(pair.t)
 
 
 def _softmax_product(pair: _Pair) -> Array:
