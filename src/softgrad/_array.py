@@ -201,8 +201,11 @@ def compute_dtype(xp: Any, dtype: Any) -> Any:
         return dtype
     if dtype == xp.float32:
         return xp.float64 if _has_float64(xp) else dtype
-    if float(xp.finfo(dtype).eps) < 2.0**-52:  # extended precision: refused at the boundary
+    eps = float(xp.finfo(dtype).eps)
+    if eps < 2.0**-52:  # extended precision: refused at the boundary (as_float_array)
         raise TypeError(f"softgrad does not compute in {dtype}; convert the input to float64")
+    if eps == 2.0**-52:  # a longdouble that is binary64 (Windows, Apple silicon)
+        return xp.float64
     return xp.float32
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ...models._labels import check_two_classes
 from ._common import CLIError, console, parse_numbers, print_json
 from ._dask_opts import add_dask_options
-from ._paths import check_input_file, check_output_file, check_output_folder, writing
+from ._paths import check_input_file, check_model_path, check_output_file, check_output_folder, writing
 from ._training import check_out_path, fit_with_progress, print_training, training_result
 
 __all__ = ["register"]
@@ -285,6 +285,7 @@ def _train(args: argparse.Namespace) -> int:
 def _load_model(path: str) -> Any:
     from ...models import SoftmaxRegression
 
+    check_model_path(path)
     try:
         return SoftmaxRegression.load(path)
     except ValueError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._common import CLIError
 
-__all__ = ["check_input_file", "check_output_file", "check_output_folder", "writing"]
+__all__ = ["check_input_file", "check_model_path", "check_output_file", "check_output_folder", "writing"]
 
 
 def _kind(mode: int) -> str:
@@ -42,9 +42,20 @@ def check_input_file(path: str) -> None:
     except OSError as exc:
         raise CLIError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
-        raise CLIError(f"{path}: is {_kind(mode)}; give a regular file (standard input is not read)")
+        raise CLIError(f"{path} is {_kind(mode)}, not a regular file (standard input is not read)")
     if not os.access(path, os.R_OK):
         raise CLIError(f"{path}: permission denied (not readable)")
+
+
+def check_model_path(path: str) -> None:
+    """A model is a regular file or a folder; anything else that exists is named for what it is
+    (what does not exist is left to the loader, which says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise CLIError(f"model {path} is {_kind(mode)}, not a model file or folder")
 
 
 def _probe(folder: Path, option: str) -> None:
