@@ -59,10 +59,11 @@ def applies(*arrays: Any) -> bool:
     return first.dtype in _FLOATS and first.size > 0
 
 
-# The kernels divide by ``t`` through its inverse, which overflows for subnormal ``t``: below this
-# the reference runs, which forms ``x / T`` exactly and sends quotients beyond the largest float
-# to -inf, so both paths give the ``T -> 0+`` limit (issue #16).
-KERNEL_MIN_TEMPERATURE = 2.0**-1021
+# The kernels divide by ``t`` through its inverse, which overflows for subnormal ``t``, and their
+# division remainder underflows (loses bits) for ``t`` below about 2**-970: below this the
+# reference runs, which scales such a ``t`` up before it divides and sends quotients beyond the
+# largest float to -inf, so both paths give the exact ``x / T`` and its ``T -> 0+`` limit (#16).
+KERNEL_MIN_TEMPERATURE = 2.0**-896
 
 
 def temperature_applies(t: float) -> bool:
