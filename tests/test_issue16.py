@@ -288,3 +288,53 @@ def test_issue16_largest_seed_is_accepted(tmp_path, capsys):
         capsys, "train", "--dataset", "iris", "--out", tmp_path / "m.npz", "--quiet", "--seed", 2**32 - 1
     )
     assert rc == 0, err
+
+
+# ------------------------------------------------------------------- found by the fuzz
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16"])
+def test_issue16_fuzz_small_int_labels_with_more_classes_than_the_dtype_holds(dtype, kernel_path):
+    """The reference path built its one-hot with ``arange(C, dtype=target.dtype)``, which wraps:
+    label 127 of 1000 classes hit classes 127, 383, 639 and 895 (a loss of 4 log 1000)."""
+    n = 70_000 if dtype == "int16" else 1000
+    logits = np.zeros((2, n))
+    target = np.array([127, 3], dtype=dtype)
+    for smoothing in (0.0, 0.1):
+        got = sg.cross_entropy(logits, target, label_smoothing=smoothing)
+        assert got == pytest.approx(np.log(n), rel=1e-14)
+        grad = sg.cross_entropy_grad(logits, target, label_smoothing=smoothing)
+        np.testing.assert_allclose(
+            grad,
+            sg.cross_entropy_grad(logits, target.astype(np.int64), label_smoothing=smoothing),
+            rtol=1e-14,
+        )
+
+
+def test_issue16_fuzz_zero_classes_all_rows_ignored_with_smoothing():
+    """``eps / C`` with C = 0 raised ZeroDivisionError; now the empty mean of PyTorch (NaN)."""
+    got = sg.cross_entropy(
+        np.zeros((2, 0)), np.array([0, 0], dtype=np.int8), ignore_index=0, label_smoothing=0.1
+    )
+    assert np.isnan(got)
+    assert sg.cross_entropy(np.zeros((2, 0)), np.array([0, 0]), ignore_index=0, reduction="sum") == 0.0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_issue16_fuzz_linear_cross_entropy_empty_batch(reduction):
+    """No rows: 'need at least one array to concatenate'; now what cross_entropy returns."""
+    W = np.ones((2, 3))
+    loss, (dx, dW, db) = sg.linear_cross_entropy(
+        np.zeros((0, 3)), W, np.zeros(0, dtype=np.int64), reduction=reduction, return_grad=True
+    )
+    expected = sg.cross_entropy(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), reduction=reduction)
+    np.testing.assert_array_equal(loss, expected)
+    assert dx.shape == (0, 3) and np.all(dW == 0) and np.all(db == 0)
+
+
+@pytest.mark.parametrize("x", [[np.inf, 0.0], [np.nan, 1.0], [1.7976931348623157e308, 0.0]])
+def test_issue16_fuzz_numerical_jacobian_needs_a_finite_point(x):
+    """Central differences at inf (or where x + h overflows) gave NaN with an 'invalid value'
+    RuntimeWarning; now a ValueError naming x."""
+    with pytest.raises(ValueError, match="x must be finite"):
+        sg.numerical_jacobian(sg.softmax, np.array(x))

@@ -304,20 +304,22 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
     c, eps, w = opts.n_classes, opts.smoothing, opts.weight
     if opts.by_index:
         valid = target != opts.ignore_index
+        if c - 1 > xp.iinfo(target.dtype).max:  # int8 labels, 1000 classes: arange would wrap (#16)
+            target = xp.astype(target, xp.int64)
         classes = xp.arange(c, dtype=target.dtype, device=array_api_compat.device(target))
         hits = target[:, None] == classes[None, :]
         if 0 <= opts.ignore_index < c:  # an ignored row would otherwise hit its class
             hits = hits & valid[:, None]
         q = xp.astype(hits, dtype)
         if eps:
-            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / c)
+            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / max(c, 1))
         if w is not None:
             q = q * w
         if not opts.checked:
             bad = valid & ~((target >= 0) & (target < c))
             q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
     else:
-        q = target * (1.0 - eps) + eps / c if eps else target
+        q = target * (1.0 - eps) + eps / max(c, 1) if eps else target
         if w is not None:
             q = q * w
     return q, xp.sum(q, axis=-1, keepdims=True)
@@ -331,7 +333,7 @@ def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
     valid, wy = _label_weight(xp, target, opts, dtype)
     a = xp.astype(valid, dtype)
     if wy is not None:
-        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(opts.weight))
+        a = a * ((1.0 - eps) * wy + (eps / max(c, 1)) * xp.sum(opts.weight))
     in_range = (target >= 0) & (target < c)
     a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
     return a[:, None]
