@@ -338,3 +338,9 @@ def test_issue16_fuzz_numerical_jacobian_needs_a_finite_point(x):
     RuntimeWarning; now a ValueError naming x."""
     with pytest.raises(ValueError, match="x must be finite"):
         sg.numerical_jacobian(sg.softmax, np.array(x))
+
+
+def test_issue16_fuzz_numerical_jacobian_step_below_resolution():
+    """eps=1e-4 at x = 3.77 in float16 rounds the step to 0: 0/0 with a RuntimeWarning before."""
+    with pytest.raises(ValueError, match="step of 0"):
+        sg.numerical_jacobian(sg.softmax, np.array([3.771], dtype=np.float16), eps=1e-4)

@@ -131,6 +131,8 @@ def numerical_jacobian(f: Callable[[Array], Any], x: Array, *, eps: float | None
     n = flat.shape[0]
     h = step * xp.maximum(xp.ones_like(flat), xp.abs(flat))
     h = (flat + h) - flat  # representable: x + h is exact
+    if n and not bool(xp.all(h > 0)):  # the step is below the resolution of x's dtype there
+        raise ValueError(f"eps={step!r} gives a step of 0 at some x in {x.dtype}; use a larger eps")
     idx = xp.arange(n)
     zero = xp.zeros_like(flat)
     cols = []
