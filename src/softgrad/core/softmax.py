@@ -34,7 +34,7 @@ from .._array import (
     temperature_in,
     validate_where,
 )
-from . import _dispatch
+from . import _autodiff, _computes, _dispatch
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -249,16 +249,23 @@ def softmax(
     >>> sg.softmax([1.0, 2.0, 3.0], where=[True, False, True])
     array([0.11920292, 0.        , 0.88079708])
     """
+    if _autodiff.takes(x, temperature, where, out):
+        return _autodiff.softmax(x, axis)
     a = _check(x, axis, temperature, where)
     check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.softmax(a.x, a.axis, a.t, a.where, out)
+    return store_out(_softmax(a), out)
+
+
+def _softmax(a: _Checked) -> Array:
+    """The reference softmax of validated arguments."""
     xp = a.xp
     shifted = _shifted(a, a.t)
     total = shifted.ties + shifted.rest
     total = xp.where(total > 0, total, xp.ones_like(total))  # empty rows: 0 / 1 = 0
     s = shifted.e / total
-    return store_out(xp.astype(s, a.x.dtype), out)
+    return xp.astype(s, a.x.dtype)
 
 
 def log_softmax(
@@ -300,16 +307,23 @@ def log_softmax(
     >>> sg.log_softmax([1.0, 2.0, 3.0])
     array([-2.40760596, -1.40760596, -0.40760596])
     """
+    if _autodiff.takes(x, temperature, where, out):
+        return _autodiff.log_softmax(x, axis)
     a = _check(x, axis, temperature, where)
     check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.log_softmax(a.x, a.axis, a.t, a.where, out)
+    return store_out(_log_softmax(a), out)
+
+
+def _log_softmax(a: _Checked) -> Array:
+    """The reference log_softmax of validated arguments."""
     xp = a.xp
     shifted = _shifted(a, a.t)
     shift = _log_normalizer_shift(xp, shifted)
     shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)  # empty rows stay -inf
     logp = (shifted.y - shift) + shifted.lo
-    return store_out(cast_result(xp, logp, a.x.dtype), out)
+    return cast_result(xp, logp, a.x.dtype)
 
 
 def logsumexp(
@@ -358,15 +372,44 @@ def logsumexp(
     >>> float(sg.logsumexp([0.0, -30.0]))
     9.357622968839737e-14
     """
+    if _autodiff.takes(x, 1.0, where, out):
+        return _autodiff.logsumexp(x, axis, bool(keepdims))
     a = _check(x, axis, 1.0, where)
     shape = tuple(a.x.shape)
     check_out(out, shape[: a.axis] + ((1,) if keepdims else ()) + shape[a.axis + 1 :], a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.logsumexp(a.x, a.axis, keepdims, a.where, out)
+    return store_out(_logsumexp(a, keepdims), out)
+
+
+def _logsumexp(a: _Checked, keepdims: bool) -> Array:
+    """The reference logsumexp of validated arguments."""
     xp = a.xp
     shifted = _shifted(a)
     shift = _log_normalizer_shift(xp, shifted)
     lse = shifted.m + xp.where(xp.isinf(shifted.m), xp.zeros_like(shift), shift)
     if not keepdims:
         lse = xp.squeeze(lse, axis=a.axis)
-    return store_out(cast_result(xp, lse, a.x.dtype), out)
+    return cast_result(xp, lse, a.x.dtype)
+
+
+# What the autodiff rules compute with: the public functions (their kernels take NumPy views) and
+# the reference alone (JAX).
+_computes.register("softmax")(softmax)
+_computes.register("log_softmax")(log_softmax)
+_computes.register("logsumexp")(logsumexp)
+
+
+@_computes.register("softmax_reference")
+def _softmax_reference(x: Array, axis: int) -> Array:
+    return _softmax(_check(x, axis, 1.0, None))
+
+
+@_computes.register("log_softmax_reference")
+def _log_softmax_reference(x: Array, axis: int) -> Array:
+    return _log_softmax(_check(x, axis, 1.0, None))
+
+
+@_computes.register("logsumexp_reference")
+def _logsumexp_reference(x: Array, axis: int, keepdims: bool) -> Array:
+    return _logsumexp(_check(x, axis, 1.0, None), keepdims)

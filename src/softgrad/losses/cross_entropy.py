@@ -39,8 +39,9 @@ import array_api_compat
 
 from .. import _array
 from .._array import Array, as_float_array, as_int, check_out, is_numpy_array, normalize_axis, store_out
-from ..core import _dispatch
+from ..core import _computes, _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
+from . import _autodiff
 
 __all__ = [
     "cross_entropy",
@@ -651,6 +652,24 @@ def cross_entropy(
     >>> sg.cross_entropy(logits, np.array([0, 1]), reduction="none")
     array([0.41703002, 0.1967341 ])
     """
+    if sample_weight is None and _autodiff.adapter(logits) is not None:  # one node, closed-form rules
+        return _autodiff.cross_entropy(logits, target, axis, weight, ignore_index, label_smoothing, reduction)
+    return _cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight
+    )
+
+
+def _cross_entropy(
+    logits: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    sample_weight: Any = None,
+) -> Array:
+    """:func:`cross_entropy` computed here (no hand-off to an autodiff rule)."""
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     return _value_and_grad(problem, _row_step(problem.x, problem.opts), True, False)[0]
 
@@ -830,6 +849,11 @@ def cross_entropy_hvp(
             out[sl] = hv
     return _restore(problem, out)
 
+
+_computes.register("cross_entropy_reference")(_cross_entropy)  # for the autodiff rules
+_computes.register("cross_entropy")(cross_entropy)
+_computes.register("cross_entropy_grad")(cross_entropy_grad)
+_computes.register("cross_entropy_hvp")(cross_entropy_hvp)
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
     if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings
