@@ -68,7 +68,8 @@ def test_softmax_family_matches_jax_nn(ours, ref):
 def test_integer_labels_like_optax():
     x, y = _x(), _labels(5, 7)
     v = _x(seed=4)
-    np.testing.assert_allclose(sgj.softmax_cross_entropy_with_integer_labels(x, y), _ref_int(x, y), rtol=1e-13)
+    loss = sgj.softmax_cross_entropy_with_integer_labels(x, y)
+    np.testing.assert_allclose(loss, _ref_int(x, y), rtol=1e-13)
 
     def f(o):
         return jnp.sum(sgj.softmax_cross_entropy_with_integer_labels(o, y))
@@ -143,7 +144,9 @@ X64_OFF = textwrap.dedent(
 def test_confident_gradient_with_x64_off():
     """float32 [20, 0, 0, 0], target 0, x64 off: -3 e^-20 / (1 + 3 e^-20); autodiff gives 0."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    run = subprocess.run([sys.executable, "-c", X64_OFF], capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run(
+        [sys.executable, "-c", X64_OFF], capture_output=True, text=True, timeout=120, env=env
+    )
     assert run.returncode == 0, run.stderr
     ours, via_sg, autodiff, dtype = run.stdout.split()
     exact = -3 * np.exp(-20.0) / (1 + 3 * np.exp(-20.0))

@@ -208,7 +208,7 @@ def test_meta_device_stays_on_meta():
 
 def test_bad_arguments():
     x = _logits((3, 4))
-    with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"input must be a torch\.Tensor"):
         sgt.cross_entropy(np.zeros((3, 4)), torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match="floating-point"):
         sgt.softmax(torch.tensor([1, 2]), 0)
