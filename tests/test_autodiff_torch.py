@@ -241,3 +241,37 @@ def test_compile_fullgraph_one_graph():
     ref = F.cross_entropy(x, y, label_smoothing=0.1)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(g, torch.autograd.grad(ref, x)[0], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_cross_entropy_matches_linear_then_cross_entropy(reduction, bias):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    y = torch.randint(0, 7, (9,), generator=g)
+    y[0] = -100
+    cw = torch.linspace(0.5, 2.0, 7, dtype=torch.float64)
+    opts = dict(reduction=reduction, label_smoothing=0.1)
+    ours = sgt.linear_cross_entropy(x, W, y, b, class_weight=cw, **opts)
+    ref = F.cross_entropy(F.linear(x, W, b), y, weight=cw, **opts)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
+    cot = torch.rand_like(ref) + 0.5
+    params = (x, W) if b is None else (x, W, b)
+    grads = zip(torch.autograd.grad(ours, params, cot), torch.autograd.grad(ref, params, cot), strict=True)
+    for a, r in grads:
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-13)
+    assert torch.autograd.gradcheck(lambda x, W: sgt.linear_cross_entropy(x, W, y, b, **opts), (x, W))
+
+
+def test_linear_cross_entropy_loss_module_trains_like_linear():
+    torch.manual_seed(0)
+    head = sgt.LinearCrossEntropyLoss(4, 6, dtype=torch.float64)
+    linear = torch.nn.Linear(4, 6, dtype=torch.float64)
+    linear.load_state_dict({"weight": head.weight.detach(), "bias": head.bias.detach()})
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 6, (8,))
+    head(x, y).backward()
+    F.cross_entropy(linear(x), y).backward()
+    torch.testing.assert_close(head.weight.grad, linear.weight.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(head.bias.grad, linear.bias.grad, rtol=1e-12, atol=1e-14)

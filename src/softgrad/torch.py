@@ -26,6 +26,8 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -34,7 +36,9 @@ from .losses import _torch_rules as _loss_rules
 
 __all__ = [
     "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
     "cross_entropy",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -141,6 +145,100 @@ def cross_entropy(
     return _loss_rules.cross_entropy(
         x, target, weight, int(ignore_index), str(reduction), float(label_smoothing)
     )
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = None,
+    class_weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""``cross_entropy(F.linear(input, weight, bias), target, ...)`` without the ``(N, C)`` logits.
+
+    .. math:: \ell = \operatorname{reduce}_i \ell_i(W x_i + b), \qquad
+              \frac{\partial \ell}{\partial W} = \textstyle\sum_i \bar z_i x_i^\top, \quad
+              \bar z_i = c_i (a_i \operatorname{softmax}(W x_i + b) - q_i)
+
+    softgrad's :func:`~softgrad.linear_cross_entropy` runs chunk by chunk (one chunk's logits at
+    a time) in the forward; for ``"mean"``/``"sum"`` it computes ``dx``, ``dW``, ``db`` in the
+    same pass when a gradient is wanted, and the backward only scales them; for ``"none"`` the
+    backward runs the chunked pass again, with the cotangent as row weights. ``input`` is
+    ``(N, in_features)``, ``weight`` ``(C, in_features)`` as for ``F.linear``; ``class_weight``
+    is ``F.cross_entropy``'s ``weight``. Differentiable once (no HVP).
+
+    Examples
+    --------
+    >>> import torch, torch.nn.functional as F, softgrad.torch as sgt
+    >>> x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    >>> W = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    >>> y = torch.tensor([0, 3, 9, 2, 2, 5])
+    >>> loss = sgt.linear_cross_entropy(x, W, y)
+    >>> bool(torch.isclose(loss, F.cross_entropy(F.linear(x, W), y)))
+    True
+    >>> loss.backward()
+    >>> W.grad.shape
+    torch.Size([10, 4])
+    """
+    x = _floating(input)
+    _floating(weight, "weight")
+    if bias is not None:
+        _floating(bias, "bias")
+    if class_weight is not None:
+        _floating(class_weight, "class_weight")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    return _loss_rules.linear_cross_entropy(
+        x, weight, target, bias, class_weight, int(ignore_index), str(reduction), float(label_smoothing)
+    )
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """A linear output layer and its cross-entropy in one (:func:`linear_cross_entropy`).
+
+    Holds ``weight`` ``(num_classes, in_features)`` and ``bias`` as ``torch.nn.Linear`` does
+    (same initialization); ``forward(input, target)`` returns the loss.
+
+    Examples
+    --------
+    >>> import torch, softgrad.torch as sgt
+    >>> head = sgt.LinearCrossEntropyLoss(8, 100)
+    >>> loss = head(torch.randn(4, 8), torch.tensor([1, 2, 3, 99]))
+    >>> loss.backward()
+    >>> head.weight.grad.shape
+    torch.Size([100, 8])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        bias: bool = True,
+        class_weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.register_buffer("class_weight", class_weight)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        class_weight: Tensor | None = self.class_weight  # type: ignore[assignment]
+        return linear_cross_entropy(
+            input, self.weight, target, self.bias, class_weight,
+            self.ignore_index, self.reduction, self.label_smoothing,
+        )
 
 
 class CrossEntropyLoss(torch.nn.Module):

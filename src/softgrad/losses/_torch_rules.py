@@ -227,3 +227,101 @@ def _(v: Tensor, x: Tensor, target: Tensor, weight: Tensor | None, *options: Any
 
 
 cross_entropy_hvp.register_vmap(loop_vmap(cross_entropy_hvp))
+
+
+# ----------------------------------------------------------------------------------------------
+# linear layer + cross-entropy, chunk by chunk (the (N, C) logits never exist)
+
+
+@torch.library.custom_op("softgrad::linear_cross_entropy", mutates_args=())
+def linear_cross_entropy_op(
+    x: Tensor,
+    W: Tensor,
+    target: Tensor,
+    b: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    sample_weight: Tensor | None,
+    want_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The loss and, with ``want_grad``, ``(dx, dW, db)`` from one chunked pass (else empty)."""
+    opts = _options(weight, ignore_index, reduction, label_smoothing)
+    if not on_numpy(x, W):
+        opts["weight"] = None if weight is None else weight.detach()
+    operand = _operand if on_numpy(x, W) else (lambda t: t.detach())
+    result = get("linear_cross_entropy")(
+        operand(x), operand(W), operand(target), None if b is None else operand(b), **opts,
+        sample_weight=None if sample_weight is None else operand(sample_weight), return_grad=want_grad,
+    )
+    if not want_grad:
+        empty = x.new_empty(0)
+        return as_tensor(result, x).clone(), empty, empty.clone(), empty.clone()
+    loss, grads = result
+    dx, dW, db = (as_tensor(g, x) for g in grads)
+    return as_tensor(loss, x).clone(), dx, dW, db
+
+
+@linear_cross_entropy_op.register_fake
+def _(x: Tensor, W: Tensor, target: Tensor, b: Tensor | None, *rest: Any) -> tuple[Tensor, ...]:
+    reduction, want_grad = rest[2], rest[-1]
+    loss = x.new_empty(list(x.shape[:-1]) if reduction == "none" else [])
+    if not want_grad:
+        return loss, x.new_empty(0), x.new_empty(0), x.new_empty(0)
+    return loss, torch.empty_like(x), torch.empty_like(W), W.new_empty(W.shape[0])
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The loss forward; for ``"mean"``/``"sum"`` the gradients come from the same chunked pass
+    and the backward only scales them, for ``"none"`` the backward runs the pass again with the
+    cotangent as row weights. Once differentiable (no HVP)."""
+
+    @staticmethod
+    def forward(
+        x: Tensor, W: Tensor, target: Tensor, b: Tensor | None, weight: Tensor | None, *options: Any
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return torch.ops.softgrad.linear_cross_entropy(  # type: ignore[no-any-return]
+            x, W, target, b, weight, *options
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        x, W, target, b, weight, *ctx.options = inputs
+        ctx.has_bias = b is not None
+        ctx.mark_non_differentiable(*output[1:])
+        if ctx.options[-1]:  # the gradients were computed in the forward
+            ctx.save_for_backward(*output[1:])
+        else:
+            ctx.save_for_backward(x, W, target, b, weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: Tensor, *unused: Any) -> tuple[Any, ...]:
+        ignore_index, _, label_smoothing, _, want_grad = ctx.options
+        if want_grad:
+            dx, dW, db = (d * g for d in ctx.saved_tensors)
+        else:  # "none": the cotangent weighs the rows
+            x, W, target, b, weight = ctx.saved_tensors
+            _, dx, dW, db = torch.ops.softgrad.linear_cross_entropy(
+                x, W, target, b, weight, ignore_index, "sum", label_smoothing, g.detach(), True
+            )
+        return dx, dW, None, db if ctx.has_bias else None, None, None, None, None, None, None
+
+
+def linear_cross_entropy(
+    x: Tensor,
+    W: Tensor,
+    target: Tensor,
+    b: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    wants = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, W, b))
+    in_forward = wants and reduction != "none"
+    outputs = LinearCrossEntropy.apply(
+        x, W, target, b, weight, ignore_index, reduction, label_smoothing, None, in_forward
+    )
+    return outputs[0]  # type: ignore[no-any-return]
