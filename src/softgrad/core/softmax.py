@@ -329,12 +329,14 @@ def _log_softmax(a: _Checked) -> Array:
 def logsumexp(
     x: Array,
     /,
-    axis: int = -1,
+    axis: int | tuple[int, ...] | None = -1,
     *,
     keepdims: bool = False,
     where: Array | None = None,
+    b: Array | None = None,
+    return_sign: bool = False,
     out: Array | None = None,
-) -> Array:
+) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     .. math:: \operatorname{logsumexp}(x) = m + \log \sum_i \exp(x_i - m), \quad m = \max_i x_i
@@ -344,10 +346,19 @@ def logsumexp(
 
     Parameters
     ----------
-    x, axis, where, out
+    x, where, out
         As for :func:`softmax`.
+    axis : int, tuple of ints or None, optional
+        The axis (default -1, the last: softgrad's convention throughout, where SciPy's
+        default is ``None``), several axes, or ``None`` for all of them, as in SciPy.
     keepdims : bool, optional
-        Keep the reduced axis with length 1.
+        Keep the reduced axes with length 1.
+    b : array_like, optional
+        Weights broadcastable to ``x``, as in SciPy: ``log(sum(b * exp(x)))``. Entries with
+        ``b == 0`` are left out (also when ``x`` is ``+inf`` there).
+    return_sign : bool, optional
+        Also return the sign of ``sum(b * exp(x))`` (1, -1, or 0 for an empty sum), and the
+        log of its absolute value, as SciPy. Without it a negative sum gives NaN.
 
     Returns
     -------
@@ -372,6 +383,8 @@ def logsumexp(
     >>> float(sg.logsumexp([0.0, -30.0]))
     9.357622968839737e-14
     """
+    if axis is None or isinstance(axis, tuple) or b is not None or return_sign:
+        return _general_logsumexp(x, axis, bool(keepdims), where, b, bool(return_sign), out)
     if _autodiff.takes(x, 1.0, where, out):
         return _autodiff.logsumexp(x, axis, bool(keepdims))
     a = _check(x, axis, 1.0, where)
@@ -380,6 +393,89 @@ def logsumexp(
     if _kernel_takes(a, x):
         return _dispatch.logsumexp(a.x, a.axis, keepdims, a.where, out)
     return store_out(_logsumexp(a, keepdims), out)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints or None) as sorted distinct non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = tuple(sorted(normalize_axis(a, ndim) for a in items))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis must not repeat an axis, got {axis!r}")
+    return axes
+
+
+def _general_logsumexp(
+    x: Any, axis: Any, keepdims: bool, where: Any, b: Any, return_sign: bool, out: Any
+) -> Any:
+    """logsumexp over several axes, with SciPy's ``b=`` weights and ``return_sign``.
+
+    The reduced axes are moved last and merged into one, so the one-axis code does the work:
+    the error-free reference (or the kernel) without ``b``/``return_sign``; with them
+    ``m + log|sum(b exp(x - m))|`` in the compute dtype (float64 for float32 input), with ``m``
+    the maximum over the entries whose weight is not 0.
+    """
+    xp, xf = as_float_array(x, "x")
+    if xf.ndim == 0:
+        xf = xp.reshape(xf, (1,))
+    shape = tuple(xf.shape)
+    axes = _axes(axis, len(shape))
+    kept = [i for i in range(len(shape)) if i not in axes]
+    rows = tuple(shape[i] for i in kept)
+    width = math.prod(shape[i] for i in axes)
+
+    def merged(a: Array) -> Array:
+        return xp.reshape(xp.permute_dims(a, (*kept, *axes)), (*rows, width))
+
+    mask = validate_where(xp, where, xf)
+    result_shape = tuple(1 if i in axes else n for i, n in enumerate(shape)) if keepdims else rows
+    check_out(out, result_shape, xf.dtype, xf)
+    xm = merged(xf)
+    wm = None if mask is None else merged(xp.broadcast_to(mask, shape))
+    if b is None and not return_sign:
+        lse = logsumexp(xm, -1, where=wm)
+        return store_out(xp.reshape(xp.asarray(lse), result_shape), out)
+    cdt = compute_dtype(xp, xf.dtype)
+    a = xp.astype(xm, cdt)
+    weights = _weights(xp, b, xf, cdt)
+    bm = xp.ones_like(a) if weights is None else merged(xp.broadcast_to(weights, shape))
+    keep = bm != 0 if wm is None else (bm != 0) & wm
+    neg_inf = xp.asarray(-xp.inf, dtype=cdt)
+    a = xp.where(keep, a, neg_inf)
+    m = xp.max(a, axis=-1, keepdims=True) if width else xp.full((*rows, 1), -xp.inf, dtype=cdt)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    total = xp.sum(xp.where(keep, bm * xp.exp(a - m), xp.zeros_like(a)), axis=-1)
+    sign = xp.sign(total)
+    empty = total == 0
+    size = xp.where(empty, xp.ones_like(total), xp.abs(total))  # log(0) = -inf, without a warning
+    lse = xp.where(empty, xp.full_like(total, -xp.inf), xp.squeeze(m, axis=-1) + xp.log(size))
+    if not return_sign:
+        lse = xp.where(total < 0, xp.asarray(xp.nan, dtype=cdt), lse)
+    lse = store_out(cast_result(xp, xp.reshape(lse, result_shape), xf.dtype), out)
+    if return_sign:
+        return lse, store_out(xp.astype(xp.reshape(sign, result_shape), xf.dtype), None)
+    return lse
+
+
+def _weights(xp: Any, b: Any, like: Array, dtype: Any) -> Array | None:
+    """SciPy's ``b``: real weights broadcastable to ``like``, in ``dtype``."""
+    if b is None:
+        return None
+    _, bf = as_float_array(b if hasattr(b, "shape") else xp.asarray(b, device=_device(like)), "b")
+    try:
+        bf = xp.broadcast_to(bf, tuple(like.shape))
+    except (ValueError, RuntimeError):
+        raise ValueError(
+            f"b must be broadcastable to x's shape {tuple(like.shape)}, got {tuple(bf.shape)}"
+        ) from None
+    return xp.astype(bf, dtype)
+
+
+def _device(a: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
 
 
 def _logsumexp(a: _Checked, keepdims: bool) -> Array:
