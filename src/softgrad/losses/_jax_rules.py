@@ -61,46 +61,40 @@ def cross_entropy(
 def _loss_jvp(
     axis: int, ignore_index: int, reduction: str, eps: float, primals: tuple, tangents: tuple
 ) -> tuple[Any, Any]:
-    x, target, weight = primals
-    dx, dt, _ = tangents
-    loss = cross_entropy(x, target, weight, axis, ignore_index, reduction, eps)
-    g = gradient(x, target, weight, axis, ignore_index, reduction, eps)
-    dloss = jnp.sum(g * dx, axis=axis) if reduction == "none" else jnp.sum(g * dx)
-    if _is_probabilities(target):
-        axis = axis % x.ndim
-        term = jnp.sum(_weighted(dt, weight, axis) * log_softmax(x, axis), axis=axis)
-        if reduction != "none":
-            term = jnp.sum(term)
-        dloss = dloss - (1.0 - eps) * _row_share(x, axis, reduction) * term
-    return loss, jnp.astype(dloss, loss.dtype)
+    (loss, _), (dloss, _) = jax.jvp(
+        lambda x, t, w: value_and_grad(x, t, w, axis, ignore_index, reduction, eps), primals, tangents
+    )
+    return loss, dloss
 
 
 @partial(jax.custom_jvp, nondiff_argnums=_OPTIONS)
-def gradient(
+def value_and_grad(
     x: Any, target: Any, weight: Any, axis: int, ignore_index: int, reduction: str, label_smoothing: float
 ) -> Any:
-    """``d loss / d x`` (for ``"none"``: every row's own gradient)."""
-    return get("cross_entropy_grad")(
+    """``(loss, d loss / d x)`` from one pass (for ``"none"``: every row's own gradient)."""
+    return get("cross_entropy_value_and_grad")(
         x, target, axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction,
     )
 
 
-@gradient.defjvp
-def _gradient_jvp(
+@value_and_grad.defjvp
+def _value_and_grad_jvp(
     axis: int, ignore_index: int, reduction: str, eps: float, primals: tuple, tangents: tuple
 ) -> tuple[Any, Any]:
     x, target, weight = primals
     dx, dt, _ = tangents
-    g = gradient(x, target, weight, axis, ignore_index, reduction, eps)
+    loss, g = value_and_grad(x, target, weight, axis, ignore_index, reduction, eps)
+    dloss = jnp.sum(g * dx, axis=axis) if reduction == "none" else jnp.sum(g * dx)
     dg = get("cross_entropy_hvp")(
         x, target, dx, axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=eps, reduction=reduction,
     )
     if _is_probabilities(target):
         axis = axis % x.ndim
+        c = (1.0 - eps) * _row_share(x, axis, reduction)
         wdt = _weighted(dt, weight, axis)
-        p = softmax(x, axis)
-        dq = jnp.sum(wdt, axis=axis, keepdims=True) * p - wdt
-        dg = dg + (1.0 - eps) * _row_share(x, axis, reduction) * dq
-    return g, jnp.astype(dg, g.dtype)
+        term = jnp.sum(wdt * log_softmax(x, axis), axis=axis)
+        dloss = dloss - c * (term if reduction == "none" else jnp.sum(term))
+        dg = dg + c * (jnp.sum(wdt, axis=axis, keepdims=True) * softmax(x, axis) - wdt)
+    return (loss, g), (jnp.astype(dloss, loss.dtype), jnp.astype(dg, g.dtype))

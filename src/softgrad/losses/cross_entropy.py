@@ -854,6 +854,7 @@ _computes.register("cross_entropy_reference")(_cross_entropy)  # for the autodif
 _computes.register("cross_entropy")(cross_entropy)
 _computes.register("cross_entropy_grad")(cross_entropy_grad)
 _computes.register("cross_entropy_hvp")(cross_entropy_hvp)
+_computes.register("cross_entropy_value_and_grad")(cross_entropy_value_and_grad)
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
     if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings
