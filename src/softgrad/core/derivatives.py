@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from .._array import (
     Array,
     array_namespace,
@@ -48,7 +50,7 @@ def _probabilities_last(x: Array, axis: Any, temperature: Any) -> tuple[Any, Arr
 def _eye_minus(xp: Any, s: Array) -> Array:
     """``A[..., i, j] = delta_ij - s_j``."""
     n = s.shape[-1]
-    return xp.eye(n, dtype=s.dtype) - s[..., None, :]
+    return xp.eye(n, dtype=s.dtype, device=array_api_compat.device(s)) - s[..., None, :]
 
 
 def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:

@@ -58,12 +58,12 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None, t: float = 1.0) ->
     ``ties == 0`` and ``rest == 0``. A NaN anywhere in a row (unmasked) makes the whole row NaN.
     Differences beyond the largest float (``[1e308, -1e308]``) round to -inf without overflowing.
     """
-    neg_inf = xp.asarray(-xp.inf, dtype=x.dtype)
+    neg_inf = xp.asarray(-xp.inf, dtype=x.dtype, device=_device(x))
     if where is not None:
         x = xp.where(where, x, neg_inf)
     if x.shape[axis] == 0:  # rows of no entries are empty rows: logsumexp -inf, as in SciPy
         shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape))
-        m = xp.full(shape, -xp.inf, dtype=x.dtype)
+        m = xp.full(shape, -xp.inf, dtype=x.dtype, device=_device(x))
     else:
         m = xp.max(x, axis=axis, keepdims=True)
     zero = xp.zeros_like(m)
@@ -139,7 +139,8 @@ def _quotient(xp: Any, y: Array, t: float) -> Array:
     if not math.isfinite(limit):
         return y / t
     over = y <= -limit
-    return xp.where(over, xp.asarray(-xp.inf, dtype=y.dtype), xp.where(over, xp.zeros_like(y), y) / t)
+    neg_inf = xp.asarray(-xp.inf, dtype=y.dtype, device=_device(y))
+    return xp.where(over, neg_inf, xp.where(over, xp.zeros_like(y), y) / t)
 
 
 def _overflow_limit(fmax: float, bits: int, t: float) -> float:
@@ -441,9 +442,12 @@ def _general_logsumexp(
     weights = _weights(xp, b, xf, cdt)
     bm = xp.ones_like(a) if weights is None else merged(xp.broadcast_to(weights, shape))
     keep = bm != 0 if wm is None else (bm != 0) & wm
-    neg_inf = xp.asarray(-xp.inf, dtype=cdt)
+    neg_inf = xp.asarray(-xp.inf, dtype=cdt, device=_device(a))
     a = xp.where(keep, a, neg_inf)
-    m = xp.max(a, axis=-1, keepdims=True) if width else xp.full((*rows, 1), -xp.inf, dtype=cdt)
+    if width:
+        m = xp.max(a, axis=-1, keepdims=True)
+    else:
+        m = xp.full((*rows, 1), -xp.inf, dtype=cdt, device=_device(a))
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     total = xp.sum(xp.where(keep, bm * xp.exp(a - m), xp.zeros_like(a)), axis=-1)
     sign = xp.sign(total)
@@ -451,7 +455,7 @@ def _general_logsumexp(
     size = xp.where(empty, xp.ones_like(total), xp.abs(total))  # log(0) = -inf, without a warning
     lse = xp.where(empty, xp.full_like(total, -xp.inf), xp.squeeze(m, axis=-1) + xp.log(size))
     if not return_sign:
-        lse = xp.where(total < 0, xp.asarray(xp.nan, dtype=cdt), lse)
+        lse = xp.where(total < 0, xp.full_like(lse, xp.nan), lse)
     lse = store_out(cast_result(xp, xp.reshape(lse, result_shape), xf.dtype), out)
     if return_sign:
         return lse, store_out(xp.astype(xp.reshape(sign, result_shape), xf.dtype), None)

@@ -299,7 +299,7 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
             q = q * w
         if not opts.checked:
             bad = valid & ~((target >= 0) & (target < c))
-            q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
+            q = xp.where(bad[:, None], xp.full_like(q, xp.nan), q)
     else:
         q = target * (1.0 - eps) + eps / c if eps else target
         if w is not None:
@@ -317,7 +317,7 @@ def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
     if wy is not None:
         a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(opts.weight))
     in_range = (target >= 0) & (target < c)
-    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
+    a = xp.where(valid & ~in_range, xp.full_like(a, xp.nan), a)
     return a[:, None]
 
 
@@ -329,7 +329,7 @@ def _label_weight(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[A
         return valid, None
     in_range = valid & (target >= 0) & (target < opts.n_classes)
     wy = xp.take(opts.weight, xp.where(in_range, target, xp.zeros_like(target)), axis=0)
-    return valid, xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), wy)
+    return valid, xp.where(valid & ~in_range, xp.full_like(wy, xp.nan), wy)
 
 
 def _mean_denominator(
@@ -415,7 +415,7 @@ def _reduce(problem: _Problem, rows: Array, scales: _Scales) -> Array:
     else:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
-        out = xp.where(denom == 0, xp.asarray(xp.nan, dtype=rows.dtype), xp.sum(rows) / safe)
+        out = xp.where(denom == 0, xp.full_like(denom, xp.nan), xp.sum(rows) / safe)
     return store_out(xp.astype(out, problem.out_dtype, copy=False), None)
 
 
