@@ -88,7 +88,7 @@ def cross_entropy(
 
     Differentiable in ``logits`` and in probability targets; integer targets and ``weight`` are
     constants. Under ``jit`` class indices are not checked (no host sync): an index outside
-    ``[0, C)`` that is not ``ignore_index`` makes its row's loss NaN.
+    ``[0, C)`` that is not ``ignore_index`` makes its row's loss and gradient NaN (and so a mean NaN).
 
     Examples
     --------
