@@ -113,6 +113,8 @@ def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
     emax = math.frexp(fmax)[1]
     bits = round(1 - math.log2(float(fi.eps)))  # 53 for float64, 24 for float32
     half = (bits + 1) // 2
+    if t < math.ldexp(1.0, -emax // 8 * 7):
+        y, lo, t = _scaled_up(xp, y, lo, t, _overflow_limit(fmax, bits, t))
     tc = t  # already as the compute dtype holds it (temperature_in)
     mant, exp = math.frexp(tc)
     t_hi = math.ldexp(math.floor(math.ldexp(mant, half)), exp - half)  # ``half`` leading bits
@@ -129,6 +131,19 @@ def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
     err = ((q_hi * t_hi - p) + q_hi * t_lo + q_lo * t_hi) + q_lo * t_lo  # qs * tc == p + err
     r = (y - p) - err  # y - p is exact (Sterbenz)
     return q, xp.where(ok, r + lo, xp.zeros_like(y)) / tc
+
+
+def _scaled_up(xp: Any, y: Array, lo: Array, t: float, limit: float) -> tuple[Array, Array, float]:
+    """``(y 2^s, lo 2^s, t 2^s)`` with ``t 2^s`` in [0.5, 1): the same quotient, and Dekker's
+    products no longer underflow (a tiny ``T``, issue #16). Quotients beyond the largest float
+    (``y <= -limit``) become ``-inf`` first, so the scaling never overflows."""
+    s = -math.frexp(t)[1]
+    over = y <= -limit
+    zero = xp.zeros_like(y)
+    y, lo = xp.where(over, zero, y), xp.where(over, zero, lo)
+    for step in (s // 2, s - s // 2):  # 2**s itself may be beyond the largest float
+        y, lo = y * math.ldexp(1.0, step), lo * math.ldexp(1.0, step)
+    return xp.where(over, xp.full_like(y, -xp.inf), y), lo, math.ldexp(t, s)
 
 
 def _quotient(xp: Any, y: Array, t: float) -> Array:
@@ -185,7 +200,7 @@ def _check(x: Any, axis: Any, temperature: Any, where: Any) -> _Checked:
 
 def _kernel_takes(a: _Checked, x: Any) -> bool:
     """The caller's own NumPy float32/float64 array (a converted list keeps the reference)."""
-    return a.x is x and _dispatch.applies(a.x)
+    return a.x is x and _dispatch.applies(a.x) and _dispatch.temperature_applies(a.t)
 
 
 def _shifted(a: _Checked, t: float = 1.0) -> _Shifted:

@@ -76,9 +76,10 @@ def chunked_linear_cross_entropy(
     problem = _Problem(xp, None, tgt, sw, opts, -1, shape[:-1], dtype, work_dtype)
     chunks = _Chunks(problem, _scales(problem), x, W, b, chunk, return_grad)
     losses, grads = (_numpy_chunks if is_numpy_array(x) else _xp_chunks)(chunks)
-    rows = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
-    if n_rows == 0:
+    if n_rows == 0:  # no chunk ran: nothing to concatenate (issue #16's fuzz)
         rows = xp.zeros((0,), dtype=work_dtype, device=array_api_compat.device(x))
+    else:
+        rows = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
     loss = _reduce(problem, rows, chunks.scales)
     if grads is None:
         return loss

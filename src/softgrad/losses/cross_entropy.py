@@ -138,6 +138,31 @@ def _check_options(label_smoothing: Any, reduction: Any, ignore_index: Any) -> t
     return eps, str(reduction), as_int(ignore_index, "ignore_index")
 
 
+def _check_indices(xp: Any, target: Array, n_classes: int, ignore: int) -> None:
+    """ValueError naming a class index outside ``[0, n_classes)`` that is not ``ignore``.
+
+    Compares with Python ints only where the target's dtype holds them: NumPy 2 refuses to
+    compare a uint8 array with -100 (issue #16: MNIST labels come as uint8).
+    """
+    info = xp.iinfo(target.dtype)
+    zero = xp.zeros_like(target)
+    bad = xp.zeros(target.shape, dtype=xp.bool, device=array_api_compat.device(target))
+    if n_classes <= info.max:
+        bad = bad | (target >= n_classes)
+    if info.min < 0:
+        bad = bad | (target < 0)
+    if info.min <= ignore <= info.max:
+        bad = bad & (target != ignore)
+    if not bool(xp.any(bad)):
+        return
+    high = bad & (target >= 0) if info.min < 0 else bad
+    if bool(xp.any(high)):  # the largest index too high, else the most negative
+        first = int(xp.max(xp.where(high, target, zero)))
+    else:
+        first = int(xp.min(xp.where(bad, target, zero)))
+    raise ValueError(f"target holds class index {first}, outside [0, {n_classes}) (ignore_index={ignore})")
+
+
 def _check_target(
     xp: Any, target: Any, like: Array, shape: tuple[int, ...], axis: int, ignore: int
 ) -> tuple[bool, Array]:
@@ -156,15 +181,7 @@ def _check_target(
                 f"without axis {axis}), got {tshape}"
             )
         if _is_eager(target) and math.prod(tshape) > 0:
-            bad = ((target < 0) | (target >= n_classes)) & (target != ignore)
-            if bool(xp.any(bad)):
-                first = int(xp.max(xp.where(bad, target, xp.full_like(target, -(2**62)))))
-                if first == -(2**62):
-                    first = int(xp.min(xp.where(bad, target, xp.full_like(target, 2**62))))
-                raise ValueError(
-                    f"target holds class index {first}, outside [0, {n_classes}) "
-                    f"(ignore_index={ignore})"
-                )
+            _check_indices(xp, target, n_classes, ignore)
         return True, target
     if ignore != -100:
         raise ValueError(
@@ -288,20 +305,22 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
     c, eps, w = opts.n_classes, opts.smoothing, opts.weight
     if opts.by_index:
         valid = target != opts.ignore_index
+        if c - 1 > xp.iinfo(target.dtype).max:  # int8 labels, 1000 classes: arange would wrap (#16)
+            target = xp.astype(target, xp.int64)
         classes = xp.arange(c, dtype=target.dtype, device=array_api_compat.device(target))
         hits = target[:, None] == classes[None, :]
         if 0 <= opts.ignore_index < c:  # an ignored row would otherwise hit its class
             hits = hits & valid[:, None]
         q = xp.astype(hits, dtype)
         if eps:
-            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / c)
+            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / max(c, 1))
         if w is not None:
             q = q * w
         if not opts.checked:
             bad = valid & ~((target >= 0) & (target < c))
             q = xp.where(bad[:, None], xp.full_like(q, xp.nan), q)
     else:
-        q = target * (1.0 - eps) + eps / c if eps else target
+        q = target * (1.0 - eps) + eps / max(c, 1) if eps else target
         if w is not None:
             q = q * w
     return q, xp.sum(q, axis=-1, keepdims=True)
@@ -315,7 +334,7 @@ def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
     valid, wy = _label_weight(xp, target, opts, dtype)
     a = xp.astype(valid, dtype)
     if wy is not None:
-        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(opts.weight))
+        a = a * ((1.0 - eps) * wy + (eps / max(c, 1)) * xp.sum(opts.weight))
     in_range = (target >= 0) & (target < c)
     a = xp.where(valid & ~in_range, xp.full_like(a, xp.nan), a)
     return a[:, None]
