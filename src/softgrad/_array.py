@@ -223,7 +223,7 @@ def cast_result(xp: Any, result: Any, dtype: Any) -> Any:
     bits = round(1 - math.log2(float(fi.eps)))
     omega = math.ldexp(1.0, emax) - math.ldexp(1.0, emax - bits - 1)  # halfway past fmax
     if omega < float(xp.finfo(result.dtype).max):
-        inf = xp.asarray(xp.inf, dtype=result.dtype)
+        inf = xp.asarray(xp.inf, dtype=result.dtype, device=array_api_compat.device(result))
         result = xp.where(result >= omega, inf, xp.where(result <= -omega, -inf, result))
     return xp.astype(result, dtype)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from .._array import (
     Array,
     array_namespace,
@@ -65,7 +67,7 @@ def _over_temperature(xp: Any, a: Array, t: float) -> Array:
 def _eye_minus(xp: Any, s: Array) -> Array:
     """``A[..., i, j] = delta_ij - s_j``."""
     n = s.shape[-1]
-    return xp.eye(n, dtype=s.dtype) - s[..., None, :]
+    return xp.eye(n, dtype=s.dtype, device=array_api_compat.device(s)) - s[..., None, :]
 
 
 def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:

@@ -39,8 +39,9 @@ import array_api_compat
 
 from .. import _array
 from .._array import Array, as_float_array, as_int, check_out, is_numpy_array, normalize_axis, store_out
-from ..core import _dispatch
+from ..core import _computes, _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
+from . import _autodiff
 
 __all__ = [
     "cross_entropy",
@@ -317,7 +318,7 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
             q = q * w
         if not opts.checked:
             bad = valid & ~((target >= 0) & (target < c))
-            q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
+            q = xp.where(bad[:, None], xp.full_like(q, xp.nan), q)
     else:
         q = target * (1.0 - eps) + eps / max(c, 1) if eps else target
         if w is not None:
@@ -335,7 +336,7 @@ def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
     if wy is not None:
         a = a * ((1.0 - eps) * wy + (eps / max(c, 1)) * xp.sum(opts.weight))
     in_range = (target >= 0) & (target < c)
-    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
+    a = xp.where(valid & ~in_range, xp.full_like(a, xp.nan), a)
     return a[:, None]
 
 
@@ -347,7 +348,7 @@ def _label_weight(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[A
         return valid, None
     in_range = valid & (target >= 0) & (target < opts.n_classes)
     wy = xp.take(opts.weight, xp.where(in_range, target, xp.zeros_like(target)), axis=0)
-    return valid, xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), wy)
+    return valid, xp.where(valid & ~in_range, xp.full_like(wy, xp.nan), wy)
 
 
 def _mean_denominator(
@@ -433,7 +434,7 @@ def _reduce(problem: _Problem, rows: Array, scales: _Scales) -> Array:
     else:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
-        out = xp.where(denom == 0, xp.asarray(xp.nan, dtype=rows.dtype), xp.sum(rows) / safe)
+        out = xp.where(denom == 0, xp.full_like(denom, xp.nan), xp.sum(rows) / safe)
     return store_out(xp.astype(out, problem.out_dtype, copy=False), None)
 
 
@@ -670,6 +671,24 @@ def cross_entropy(
     >>> sg.cross_entropy(logits, np.array([0, 1]), reduction="none")
     array([0.41703002, 0.1967341 ])
     """
+    if sample_weight is None and _autodiff.adapter(logits) is not None:  # one node, closed-form rules
+        return _autodiff.cross_entropy(logits, target, axis, weight, ignore_index, label_smoothing, reduction)
+    return _cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight
+    )
+
+
+def _cross_entropy(
+    logits: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    sample_weight: Any = None,
+) -> Array:
+    """:func:`cross_entropy` computed here (no hand-off to an autodiff rule)."""
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     return _value_and_grad(problem, _row_step(problem.x, problem.opts), True, False)[0]
 
@@ -849,6 +868,12 @@ def cross_entropy_hvp(
             out[sl] = hv
     return _restore(problem, out)
 
+
+_computes.register("cross_entropy_reference")(_cross_entropy)  # for the autodiff rules
+_computes.register("cross_entropy")(cross_entropy)
+_computes.register("cross_entropy_grad")(cross_entropy_grad)
+_computes.register("cross_entropy_hvp")(cross_entropy_hvp)
+_computes.register("cross_entropy_value_and_grad")(cross_entropy_value_and_grad)
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
     if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings
