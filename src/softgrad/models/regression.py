@@ -288,9 +288,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             tol = max(tol, _FLOAT32_TOL_FLOOR)
         result = self._solve(obj, w0, cb, n_samples, tol, sgd)
         if not result.converged and self.solver != "sgd":
+            advice = "; increase max_iter" if result.n_iter >= self.max_iter else ""
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
-                f"{result.n_iter} iterations ({result.message}); increase max_iter.",
+                f"{result.n_iter} iterations ({result.message}){advice}.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
