@@ -521,6 +521,11 @@ def _log_softmax_vjp_2d_serial(logp: Any, g: Any, out: Any, t: float) -> None:  
 def softmax_2d(x: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
     """softmax (``log`` False) or log_softmax of every row of ``x`` into ``out``."""
     rows, n = x.shape
+    from . import _short  # (it imports this module)
+
+    if _short.applies(n, t):
+        _short.softmax_2d(x, out, log)
+        return
     nthr = numba.get_num_threads()
     if x.size < _rows.PARALLEL_MIN:
         nthr = 1
@@ -533,6 +538,11 @@ def softmax_2d(x: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
 
 def logsumexp_2d(x: np.ndarray, out: np.ndarray) -> None:
     """``out[r] = logsumexp(x[r])`` in float64 (``out``: float64, one entry per row)."""
+    from . import _short
+
+    if _short.applies(x.shape[1], 1.0):
+        _short.logsumexp_2d(x, out)
+        return
     nthr = numba.get_num_threads() if x.size >= _rows.PARALLEL_MIN else 1
     work = _rows.scratch("work", nthr, min(x.shape[1], _rows.GROUP), np.float64)
     (_logsumexp_2d if nthr > 1 else _logsumexp_2d_serial)(x, out, work)
