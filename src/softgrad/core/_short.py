@@ -44,7 +44,7 @@ _OP_SOFTMAX, _OP_LOG, _OP_LSE = 0, 1, 2
 
 # As _rows.strict, with NumPy's error model: a special row's junk (1 / 0 before it is
 # overwritten) must not raise, and the division check would keep the loops scalar.
-strict = numba.njit(cache=True, nogil=True, _nrt=False, error_model="numpy")
+strict = numba.njit(error_model="numpy", **_rows._NO_NRT)
 
 
 def applies(n: int, t: float) -> bool:
