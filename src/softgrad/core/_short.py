@@ -34,7 +34,7 @@ from ._fastexp import exp_fast, exp_lowp, fma, wide
 from ._kernels import _special_row
 from ._rows import _exp_clamped, two_diff
 
-__all__ = ["SHORT_MAX", "applies", "logsumexp_2d", "softmax_2d"]
+__all__ = ["SHORT_MAX", "applies", "block_scratch", "logsumexp_2d", "softmax_2d", "strict"]
 
 # Rows up to this long take the short-row kernels (measured: the row kernels win from about 48).
 SHORT_MAX = 32
@@ -247,14 +247,21 @@ def _scratch3(name: str, threads: int, n: int, per: int, dtype: Any) -> np.ndarr
     return _rows.scratch(name, threads * n, per, dtype).reshape(threads, n, per)
 
 
+def block_scratch(threads: int, n: int, per: int, dtype: Any) -> tuple[np.ndarray, ...]:
+    """Per-thread ``(xt, et, ot, aux)`` for blocks of ``per`` rows of ``n`` entries."""
+    return (
+        _scratch3("short_xt", threads, n, per, np.float64),
+        _scratch3("short_et", threads, n, per, np.float64),
+        _scratch3("short_ot", threads, n, per, dtype),
+        _scratch3("short_aux", threads, 5, per, np.float64),
+    )
+
+
 def _launch(x: np.ndarray, out: np.ndarray, op: int, lse: np.ndarray) -> None:
     rows, n = x.shape
     nthr = numba.get_num_threads() if x.size >= _rows.PARALLEL_MIN else 1
     per = max(1, min(rows, _BLOCK_ELEMS // n))
-    xt = _scratch3("short_xt", nthr, n, per, np.float64)
-    et = _scratch3("short_et", nthr, n, per, np.float64)
-    ot = _scratch3("short_ot", nthr, n, per, out.dtype)
-    aux = _scratch3("short_aux", nthr, 5, per, np.float64)
+    xt, et, ot, aux = block_scratch(nthr, n, per, out.dtype if op < 2 else x.dtype)
     run = _run if nthr > 1 else _run_serial
     _rows.dynamic(run, x, out, xt, et, ot, aux, op, lse, per)
 
