@@ -99,9 +99,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Fit the intercepts ``b`` (not penalized).
     solver : {"lbfgs", "newton-cg", "sgd"}, default="lbfgs"
-        ``"lbfgs"``: SciPy's L-BFGS-B on the exact gradient. ``"newton-cg"``: truncated Newton,
-        each CG step one exact Hessian-vector product (the Hessian is never formed); fewest
-        passes over the data near the optimum. ``"sgd"``: mini-batch stochastic gradient with a
+        ``"lbfgs"``: SciPy's L-BFGS-B on the exact gradient. ``"newton-cg"``: trust-region
+        Newton-CG (Steihaug), each CG step one exact Hessian-vector product (the Hessian is
+        never formed), preconditioned by the Hessian's diagonal with the features centred
+        against the intercept, so unscaled features do not stall it; fewest passes over the
+        data near the optimum. ``"sgd"``: mini-batch stochastic gradient with a
         decreasing step and iterate averaging, for data too large for full-batch passes; it
         gets near the optimum, not to it.
     max_iter : int, default=1000
