@@ -165,7 +165,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the 200k x 100 x 20 float32 set")
     parser.add_argument("--mid-rows", type=int, default=100_000, help="rows of the 100k x 50 x 10 set")
     parser.add_argument("--only", choices=("digits", "mnist", "mid", "synthetic"), help="run one data set")
+    parser.add_argument(
+        "--blas-threads", type=int, default=None,
+        help="limit BLAS threads for every solver (scikit-learn's small fits suffer on a busy machine)",
+    )
     args = parser.parse_args()
+    if args.blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads, user_api="blas")
 
     import sklearn
     from threadpoolctl import threadpool_info

@@ -1,24 +1,21 @@
 """Short-row kernels: softmax, log_softmax and logsumexp of rows of at most :data:`SHORT_MAX`.
 
 Rows of 2, 10 or 30 classes are too short for the row-at-a-time kernels of :mod:`._kernels`:
-their vector loops never fill a register and the per-row work (classification, the exp loop's
-head and tail, the store) dominates. Here a block of rows is processed as one flat array:
+their vector loops never fill a register and the per-row work dominates. Here a block of rows
+(:data:`_BLOCK_ELEMS` entries) is transposed into float64 scratch of shape ``(n, rows)``, and
+every step is a loop over the columns, vectorized across rows:
 
-1. **Per row** (short scalar loops): the row's statistics (:func:`._rows.classify`, the same
-   integer-keyed max/min/NaN reduction as the long rows) and the maximum copied next to every
-   entry, into a scratch array ``shift`` of the block's size.
-2. **Flat, vectorized across rows**: ``e = exp(x - shift)``, one contiguous loop over the whole
-   block (the polynomial exp of :mod:`._fastexp`, 8 or 16 lanes), exactly as the long rows
-   compute it: float32 in float64 (``x - m`` exact, :func:`exp_lowp`), float64 with the TwoSum
-   remainder of ``x - m`` folded into the exp.
-3. **Per row**: the sum (float32: plain in float64; float64: compensated, so that the rest
-   ``sum - 1`` keeps its digits for log1p), then the result of the row, rounded once.
+1. the maximum, minimum and NaN count of every row (:func:`_load`);
+2. ``e = exp(x - m)`` exactly as the row kernels compute it (:func:`_exp_cols`): float32 in
+   float64 (``x - m`` exact, :func:`exp_lowp`), float64 with the TwoSum remainder of
+   ``x - m`` folded into the exp (the clamped exp where a row's spread reaches 700);
+3. ``rest = sum(e) - 1``, compensated (:func:`_rest`): the maximum contributes exactly 1, so
+   the rest keeps its relative accuracy for log1p and for the softmax of a dominant entry;
+4. the results, rounded once, transposed back on the store (:func:`_store`).
 
-Rows holding NaN or ``+inf``, or only ``-inf``, go to :func:`._kernels._special_row`, as in the
-long-row kernels; ``-inf`` entries of regular rows are handled by the clamped exp. The results
-are those of the long-row kernels to the last bit in float32 (the same float64 exps and sums)
-and within an ULP in float64 (a compensated sum instead of the split sum); tests compare both
-with the reference and with mpmath.
+Rows holding NaN or ``+inf``, or only ``-inf``, are redone afterwards by :func:`special_row`
+(shared with the row kernels), as the reference treats them. Tests compare the results with
+the reference, with the row kernels and with mpmath (tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -31,10 +28,10 @@ from numba import prange
 
 from . import _rows
 from ._fastexp import exp_fast, exp_lowp, fma, wide
-from ._kernels import _special_row
 from ._rows import _exp_clamped, two_diff
+from ._rows import strict as _strict
 
-__all__ = ["SHORT_MAX", "applies", "block_scratch", "logsumexp_2d", "softmax_2d", "strict"]
+__all__ = ["SHORT_MAX", "applies", "block_scratch", "logsumexp_2d", "softmax_2d", "special_row", "strict"]
 
 # Rows up to this long take the short-row kernels (measured: the row kernels win from about 48).
 SHORT_MAX = 32
@@ -50,6 +47,35 @@ strict = numba.njit(error_model="numpy", **_rows._NO_NRT)
 def applies(n: int, t: float) -> bool:
     """Rows of at most :data:`SHORT_MAX` entries without a temperature."""
     return n <= SHORT_MAX and t == 1.0
+
+
+@_strict
+def special_row(x: Any, out: Any, kind: int, op: int) -> float:  # pragma: no cover - jitted
+    """A row holding NaN (kind 0), +inf (kind 1) or only -inf (kind 2), as the reference does.
+
+    op 0: softmax, 1: log_softmax (both fill ``out``), 2: logsumexp (only returned).
+    """
+    wide()
+    n = out.shape[0] if op < 2 else 0
+    if kind == 0:
+        for j in range(n):
+            out[j] = np.nan
+        return np.nan
+    if kind == 2:
+        fill = 0.0 if op == 0 else -np.inf
+        for j in range(n):
+            out[j] = fill
+        return -np.inf
+    k = 0
+    for j in range(n):
+        k += x[j] == np.inf
+    if n:
+        on = 1.0 / k if op == 0 else -np.log(np.float64(k))
+        off = 0.0 if op == 0 else -np.inf
+        for j in range(n):
+            out[j] = on if x[j] == np.inf else off
+    return np.inf
+
 
 
 @strict
@@ -210,7 +236,7 @@ def _block(
     for r in range(rows):  # NaN, +inf, all -inf: as the reference (the rest computed junk)
         kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
         if kind >= 0:
-            v = _special_row(x[r], out[r] if op < 2 else x[r, :0], kind, op)
+            v = special_row(x[r], out[r] if op < 2 else x[r, :0], kind, op)
             if op == 2:
                 lse[r] = v
 
