@@ -83,12 +83,30 @@ def as_float_array(x: Any, name: str) -> tuple[Any, Any]:
     dtype = x.dtype
     if xp.isdtype(dtype, "complex floating"):
         raise TypeError(f"{name} must be real, got complex dtype {dtype}")
+    _refuse_extended(x, name)
     if not _is_floating(xp, dtype):
         if xp.isdtype(dtype, "integral") or xp.isdtype(dtype, "bool"):
             x = xp.astype(x, _default_float(xp, x))
         else:
             raise TypeError(f"{name} must be a real floating array, got dtype {dtype}")
     return xp, x
+
+
+def _refuse_extended(x: Any, name: str) -> None:
+    """A ``TypeError`` for NumPy's extended precision (``np.longdouble``, float80/float128).
+
+    softgrad computes in float64 at most: its error-free transformations and clamps are written
+    for IEEE binary64 and below. Rounding longdouble input to float64 would return float64
+    accuracy dressed as longdouble (and turn values beyond 1.8e308 into inf), so it is refused
+    and the caller converts explicitly.
+    """
+    if not is_numpy_array(x):
+        return
+    if x.dtype.kind == "f" and x.dtype.itemsize > 8:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} (np.longdouble), which softgrad does not compute in; "
+            f"convert it with {name}.astype(np.float64) (float64 precision) first"
+        )
 
 
 def as_int(value: Any, name: str, expected: str = "an int") -> int:
@@ -183,6 +201,11 @@ def compute_dtype(xp: Any, dtype: Any) -> Any:
         return dtype
     if dtype == xp.float32:
         return xp.float64 if _has_float64(xp) else dtype
+    eps = float(xp.finfo(dtype).eps)
+    if eps < 2.0**-52:  # extended precision: refused at the boundary (as_float_array)
+        raise TypeError(f"softgrad does not compute in {dtype}; convert the input to float64")
+    if eps == 2.0**-52:  # a longdouble that is binary64 (Windows, Apple silicon)
+        return xp.float64
     return xp.float32
 
 
@@ -200,7 +223,7 @@ def cast_result(xp: Any, result: Any, dtype: Any) -> Any:
     bits = round(1 - math.log2(float(fi.eps)))
     omega = math.ldexp(1.0, emax) - math.ldexp(1.0, emax - bits - 1)  # halfway past fmax
     if omega < float(xp.finfo(result.dtype).max):
-        inf = xp.asarray(xp.inf, dtype=result.dtype)
+        inf = xp.asarray(xp.inf, dtype=result.dtype, device=array_api_compat.device(result))
         result = xp.where(result >= omega, inf, xp.where(result <= -omega, -inf, result))
     return xp.astype(result, dtype)
 

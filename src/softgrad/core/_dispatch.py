@@ -35,12 +35,14 @@ from .. import config
 from .._array import cast_result
 
 __all__ = [
+    "KERNEL_MIN_TEMPERATURE",
     "applies",
     "log_softmax",
     "log_softmax_vjp",
     "logsumexp",
     "softmax",
     "softmax_vjp",
+    "temperature_applies",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -55,6 +57,18 @@ def applies(*arrays: Any) -> bool:
         if type(a) is not np.ndarray or a.dtype != first.dtype:
             return False
     return first.dtype in _FLOATS and first.size > 0
+
+
+# The kernels divide by ``t`` through its inverse, which overflows for subnormal ``t``, and their
+# division remainder underflows (loses bits) for ``t`` below about 2**-970: below this the
+# reference runs, which scales such a ``t`` up before it divides and sends quotients beyond the
+# largest float to -inf, so both paths give the exact ``x / T`` and its ``T -> 0+`` limit (#16).
+KERNEL_MIN_TEMPERATURE = 2.0**-896
+
+
+def temperature_applies(t: float) -> bool:
+    """Whether the kernels take the (validated) temperature ``t``."""
+    return t >= KERNEL_MIN_TEMPERATURE
 
 
 def _rows(a: np.ndarray, axis: int) -> np.ndarray:

@@ -6,7 +6,10 @@ and the Hessian are there for when a user asks for them.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
+
+import array_api_compat
 
 from .._array import (
     Array,
@@ -22,7 +25,7 @@ from .._array import (
     temperature_in,
 )
 from . import _dispatch
-from .softmax import log_softmax, softmax
+from .softmax import _overflow_limit, log_softmax, softmax
 
 __all__ = [
     "log_softmax_jacobian",
@@ -45,10 +48,26 @@ def _probabilities_last(x: Array, axis: Any, temperature: Any) -> tuple[Any, Arr
     return xp, xp.moveaxis(s, axis, -1), x.dtype, t
 
 
+def _over_temperature(xp: Any, a: Array, t: float) -> Array:
+    """``a / T``; quotients beyond the largest float are ``+-inf``, set without an overflow.
+
+    A tiny ``T`` (down to the smallest subnormal) divides finite derivatives out of range: the
+    exact value is then beyond every float and ``+-inf`` is its rounding.
+    """
+    tc = temperature_in(xp, a.dtype, t)
+    if tc >= 1.0:
+        return a / tc
+    bits = round(1 - math.log2(float(xp.finfo(a.dtype).eps)))
+    over = xp.abs(a) >= _overflow_limit(float(xp.finfo(a.dtype).max), bits, tc)
+    quotient = xp.where(over, xp.zeros_like(a), a) / tc
+    inf = xp.full_like(a, xp.inf)
+    return xp.where(over, xp.where(a > 0, inf, -inf), quotient)
+
+
 def _eye_minus(xp: Any, s: Array) -> Array:
     """``A[..., i, j] = delta_ij - s_j``."""
     n = s.shape[-1]
-    return xp.eye(n, dtype=s.dtype) - s[..., None, :]
+    return xp.eye(n, dtype=s.dtype, device=array_api_compat.device(s)) - s[..., None, :]
 
 
 def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -> Array:
@@ -85,7 +104,7 @@ def softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) -
     xp, s, out_dtype, t = _probabilities_last(x, axis, temperature)
     jac = s[..., :, None] * _eye_minus(xp, s)
     if t != 1.0:
-        jac = jac / temperature_in(xp, jac.dtype, t)
+        jac = _over_temperature(xp, jac, t)
     return cast_result(xp, jac, out_dtype)
 
 
@@ -121,7 +140,7 @@ def log_softmax_jacobian(x: Array, /, axis: int = -1, *, temperature: float = 1.
     in_support = logp != -xp.inf  # NaN stays in, and poisons its row
     jac = xp.where(in_support[..., :, None], _eye_minus(xp, s), xp.zeros_like(s[..., None, :]))
     if t != 1.0:
-        jac = jac / temperature_in(xp, jac.dtype, t)
+        jac = _over_temperature(xp, jac, t)
     return cast_result(xp, jac, out_dtype)
 
 
@@ -162,7 +181,8 @@ def _in_compute_dtype(pair: _Pair) -> tuple[Array, Array]:
 
 def _kernel_takes(pair: _Pair, a: Any, b: Any) -> bool:
     """The caller's own NumPy arrays (not converted lists) of one float32/float64 dtype."""
-    return pair.a is a and pair.b is b and _dispatch.applies(pair.a, pair.b)
+    same = pair.a is a and pair.b is b
+    return same and _dispatch.applies(pair.a, pair.b) and _dispatch.temperature_applies(pair.t)
 
 
 def _softmax_product(pair: _Pair) -> Array:
@@ -170,7 +190,7 @@ def _softmax_product(pair: _Pair) -> Array:
     s, v = _in_compute_dtype(pair)
     prod = s * (v - xp.sum(v * s, axis=axis, keepdims=True))
     if t != 1.0:
-        prod = prod / temperature_in(xp, prod.dtype, t)
+        prod = _over_temperature(xp, prod, t)
     return cast_result(xp, prod, pair.out_dtype)
 
 
@@ -243,7 +263,7 @@ def _log_softmax_products(pair: _Pair, vjp: bool) -> Array:
         g = xp.where(in_support, g, zeros)
         prod = xp.where(in_support, g - xp.sum(p * g, axis=axis, keepdims=True), zeros)
     if t != 1.0:
-        prod = prod / temperature_in(xp, prod.dtype, t)
+        prod = _over_temperature(xp, prod, t)
     return cast_result(xp, prod, pair.out_dtype)
 
 
@@ -330,6 +350,5 @@ def softmax_hessian(x: Array, /, axis: int = -1, *, temperature: float = 1.0) ->
         a[..., :, :, None] * a[..., :, None, :] - s[..., None, :, None] * a[..., None, :, :]
     )
     if t != 1.0:
-        tc = temperature_in(xp, hess.dtype, t)
-        hess = hess / tc / tc  # tc * tc may underflow to 0
+        hess = _over_temperature(xp, _over_temperature(xp, hess, t), t)  # T * T may underflow to 0
     return cast_result(xp, hess, out_dtype)

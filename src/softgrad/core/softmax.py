@@ -34,7 +34,7 @@ from .._array import (
     temperature_in,
     validate_where,
 )
-from . import _dispatch
+from . import _autodiff, _computes, _dispatch
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -58,12 +58,12 @@ def _shift(xp: Any, x: Array, axis: int, where: Array | None, t: float = 1.0) ->
     ``ties == 0`` and ``rest == 0``. A NaN anywhere in a row (unmasked) makes the whole row NaN.
     Differences beyond the largest float (``[1e308, -1e308]``) round to -inf without overflowing.
     """
-    neg_inf = xp.asarray(-xp.inf, dtype=x.dtype)
+    neg_inf = xp.asarray(-xp.inf, dtype=x.dtype, device=_device(x))
     if where is not None:
         x = xp.where(where, x, neg_inf)
     if x.shape[axis] == 0:  # rows of no entries are empty rows: logsumexp -inf, as in SciPy
         shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape))
-        m = xp.full(shape, -xp.inf, dtype=x.dtype)
+        m = xp.full(shape, -xp.inf, dtype=x.dtype, device=_device(x))
     else:
         m = xp.max(x, axis=axis, keepdims=True)
     zero = xp.zeros_like(m)
@@ -113,6 +113,8 @@ def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
     emax = math.frexp(fmax)[1]
     bits = round(1 - math.log2(float(fi.eps)))  # 53 for float64, 24 for float32
     half = (bits + 1) // 2
+    if t < math.ldexp(1.0, -emax // 8 * 7):
+        y, lo, t = _scaled_up(xp, y, lo, t, _overflow_limit(fmax, bits, t))
     tc = t  # already as the compute dtype holds it (temperature_in)
     mant, exp = math.frexp(tc)
     t_hi = math.ldexp(math.floor(math.ldexp(mant, half)), exp - half)  # ``half`` leading bits
@@ -131,6 +133,19 @@ def _divide(xp: Any, y: Array, lo: Array, t: float) -> tuple[Array, Array]:
     return q, xp.where(ok, r + lo, xp.zeros_like(y)) / tc
 
 
+def _scaled_up(xp: Any, y: Array, lo: Array, t: float, limit: float) -> tuple[Array, Array, float]:
+    """``(y 2^s, lo 2^s, t 2^s)`` with ``t 2^s`` in [0.5, 1): the same quotient, and Dekker's
+    products no longer underflow (a tiny ``T``, issue #16). Quotients beyond the largest float
+    (``y <= -limit``) become ``-inf`` first, so the scaling never overflows."""
+    s = -math.frexp(t)[1]
+    over = y <= -limit
+    zero = xp.zeros_like(y)
+    y, lo = xp.where(over, zero, y), xp.where(over, zero, lo)
+    for step in (s // 2, s - s // 2):  # 2**s itself may be beyond the largest float
+        y, lo = y * math.ldexp(1.0, step), lo * math.ldexp(1.0, step)
+    return xp.where(over, xp.full_like(y, -xp.inf), y), lo, math.ldexp(t, s)
+
+
 def _quotient(xp: Any, y: Array, t: float) -> Array:
     """``y / t`` for ``y <= 0``, with quotients beyond the largest float set to -inf first."""
     fi = xp.finfo(y.dtype)
@@ -139,7 +154,8 @@ def _quotient(xp: Any, y: Array, t: float) -> Array:
     if not math.isfinite(limit):
         return y / t
     over = y <= -limit
-    return xp.where(over, xp.asarray(-xp.inf, dtype=y.dtype), xp.where(over, xp.zeros_like(y), y) / t)
+    neg_inf = xp.asarray(-xp.inf, dtype=y.dtype, device=_device(y))
+    return xp.where(over, neg_inf, xp.where(over, xp.zeros_like(y), y) / t)
 
 
 def _overflow_limit(fmax: float, bits: int, t: float) -> float:
@@ -184,7 +200,7 @@ def _check(x: Any, axis: Any, temperature: Any, where: Any) -> _Checked:
 
 def _kernel_takes(a: _Checked, x: Any) -> bool:
     """The caller's own NumPy float32/float64 array (a converted list keeps the reference)."""
-    return a.x is x and _dispatch.applies(a.x)
+    return a.x is x and _dispatch.applies(a.x) and _dispatch.temperature_applies(a.t)
 
 
 def _shifted(a: _Checked, t: float = 1.0) -> _Shifted:
@@ -249,16 +265,23 @@ def softmax(
     >>> sg.softmax([1.0, 2.0, 3.0], where=[True, False, True])
     array([0.11920292, 0.        , 0.88079708])
     """
+    if _autodiff.takes(x, temperature, where, out):
+        return _autodiff.softmax(x, axis)
     a = _check(x, axis, temperature, where)
     check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.softmax(a.x, a.axis, a.t, a.where, out)
+    return store_out(_softmax(a), out)
+
+
+def _softmax(a: _Checked) -> Array:
+    """The reference softmax of validated arguments."""
     xp = a.xp
     shifted = _shifted(a, a.t)
     total = shifted.ties + shifted.rest
     total = xp.where(total > 0, total, xp.ones_like(total))  # empty rows: 0 / 1 = 0
     s = shifted.e / total
-    return store_out(xp.astype(s, a.x.dtype), out)
+    return xp.astype(s, a.x.dtype)
 
 
 def log_softmax(
@@ -300,27 +323,36 @@ def log_softmax(
     >>> sg.log_softmax([1.0, 2.0, 3.0])
     array([-2.40760596, -1.40760596, -0.40760596])
     """
+    if _autodiff.takes(x, temperature, where, out):
+        return _autodiff.log_softmax(x, axis)
     a = _check(x, axis, temperature, where)
     check_out(out, tuple(a.x.shape), a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.log_softmax(a.x, a.axis, a.t, a.where, out)
+    return store_out(_log_softmax(a), out)
+
+
+def _log_softmax(a: _Checked) -> Array:
+    """The reference log_softmax of validated arguments."""
     xp = a.xp
     shifted = _shifted(a, a.t)
     shift = _log_normalizer_shift(xp, shifted)
     shift = xp.where(xp.isinf(shift), xp.zeros_like(shift), shift)  # empty rows stay -inf
     logp = (shifted.y - shift) + shifted.lo
-    return store_out(cast_result(xp, logp, a.x.dtype), out)
+    return cast_result(xp, logp, a.x.dtype)
 
 
 def logsumexp(
     x: Array,
     /,
-    axis: int = -1,
+    axis: int | tuple[int, ...] | None = -1,
     *,
     keepdims: bool = False,
     where: Array | None = None,
+    b: Array | None = None,
+    return_sign: bool = False,
     out: Array | None = None,
-) -> Array:
+) -> Any:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     .. math:: \operatorname{logsumexp}(x) = m + \log \sum_i \exp(x_i - m), \quad m = \max_i x_i
@@ -330,10 +362,19 @@ def logsumexp(
 
     Parameters
     ----------
-    x, axis, where, out
+    x, where, out
         As for :func:`softmax`.
+    axis : int, tuple of ints or None, optional
+        The axis (default -1, the last: softgrad's convention throughout, where SciPy's
+        default is ``None``), several axes, or ``None`` for all of them, as in SciPy.
     keepdims : bool, optional
-        Keep the reduced axis with length 1.
+        Keep the reduced axes with length 1.
+    b : array_like, optional
+        Weights broadcastable to ``x``, as in SciPy: ``log(sum(b * exp(x)))``. Entries with
+        ``b == 0`` are left out (also when ``x`` is ``+inf`` there).
+    return_sign : bool, optional
+        Also return the sign of ``sum(b * exp(x))`` (1, -1, or 0 for an empty sum), and the
+        log of its absolute value, as SciPy. Without it a negative sum gives NaN.
 
     Returns
     -------
@@ -358,15 +399,132 @@ def logsumexp(
     >>> float(sg.logsumexp([0.0, -30.0]))
     9.357622968839737e-14
     """
+    if axis is None or isinstance(axis, tuple) or b is not None or return_sign:
+        return _general_logsumexp(x, axis, bool(keepdims), where, b, bool(return_sign), out)
+    if _autodiff.takes(x, 1.0, where, out):
+        return _autodiff.logsumexp(x, axis, bool(keepdims))
     a = _check(x, axis, 1.0, where)
     shape = tuple(a.x.shape)
     check_out(out, shape[: a.axis] + ((1,) if keepdims else ()) + shape[a.axis + 1 :], a.x.dtype, a.x)
     if _kernel_takes(a, x):
         return _dispatch.logsumexp(a.x, a.axis, keepdims, a.where, out)
+    return store_out(_logsumexp(a, keepdims), out)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints or None) as sorted distinct non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = tuple(sorted(normalize_axis(a, ndim) for a in items))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis must not repeat an axis, got {axis!r}")
+    return axes
+
+
+def _general_logsumexp(
+    x: Any, axis: Any, keepdims: bool, where: Any, b: Any, return_sign: bool, out: Any
+) -> Any:
+    """logsumexp over several axes, with SciPy's ``b=`` weights and ``return_sign``.
+
+    The reduced axes are moved last and merged into one, so the one-axis code does the work:
+    the error-free reference (or the kernel) without ``b``/``return_sign``; with them
+    ``m + log|sum(b exp(x - m))|`` in the compute dtype (float64 for float32 input), with ``m``
+    the maximum over the entries whose weight is not 0.
+    """
+    xp, xf = as_float_array(x, "x")
+    if xf.ndim == 0:
+        xf = xp.reshape(xf, (1,))
+    shape = tuple(xf.shape)
+    axes = _axes(axis, len(shape))
+    kept = [i for i in range(len(shape)) if i not in axes]
+    rows = tuple(shape[i] for i in kept)
+    width = math.prod(shape[i] for i in axes)
+
+    def merged(a: Array) -> Array:
+        return xp.reshape(xp.permute_dims(a, (*kept, *axes)), (*rows, width))
+
+    mask = validate_where(xp, where, xf)
+    result_shape = tuple(1 if i in axes else n for i, n in enumerate(shape)) if keepdims else rows
+    check_out(out, result_shape, xf.dtype, xf)
+    xm = merged(xf)
+    wm = None if mask is None else merged(xp.broadcast_to(mask, shape))
+    if b is None and not return_sign:
+        lse = logsumexp(xm, -1, where=wm)
+        return store_out(xp.reshape(xp.asarray(lse), result_shape), out)
+    cdt = compute_dtype(xp, xf.dtype)
+    a = xp.astype(xm, cdt)
+    weights = _weights(xp, b, xf, cdt)
+    bm = xp.ones_like(a) if weights is None else merged(xp.broadcast_to(weights, shape))
+    keep = bm != 0 if wm is None else (bm != 0) & wm
+    neg_inf = xp.asarray(-xp.inf, dtype=cdt, device=_device(a))
+    a = xp.where(keep, a, neg_inf)
+    if width:
+        m = xp.max(a, axis=-1, keepdims=True)
+    else:
+        m = xp.full((*rows, 1), -xp.inf, dtype=cdt, device=_device(a))
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    total = xp.sum(xp.where(keep, bm * xp.exp(a - m), xp.zeros_like(a)), axis=-1)
+    sign = xp.sign(total)
+    empty = total == 0
+    size = xp.where(empty, xp.ones_like(total), xp.abs(total))  # log(0) = -inf, without a warning
+    lse = xp.where(empty, xp.full_like(total, -xp.inf), xp.squeeze(m, axis=-1) + xp.log(size))
+    if not return_sign:
+        lse = xp.where(total < 0, xp.full_like(lse, xp.nan), lse)
+    lse = store_out(cast_result(xp, xp.reshape(lse, result_shape), xf.dtype), out)
+    if return_sign:
+        return lse, store_out(xp.astype(xp.reshape(sign, result_shape), xf.dtype), None)
+    return lse
+
+
+def _weights(xp: Any, b: Any, like: Array, dtype: Any) -> Array | None:
+    """SciPy's ``b``: real weights broadcastable to ``like``, in ``dtype``."""
+    if b is None:
+        return None
+    _, bf = as_float_array(b if hasattr(b, "shape") else xp.asarray(b, device=_device(like)), "b")
+    try:
+        bf = xp.broadcast_to(bf, tuple(like.shape))
+    except (ValueError, RuntimeError):
+        raise ValueError(
+            f"b must be broadcastable to x's shape {tuple(like.shape)}, got {tuple(bf.shape)}"
+        ) from None
+    return xp.astype(bf, dtype)
+
+
+def _device(a: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+def _logsumexp(a: _Checked, keepdims: bool) -> Array:
+    """The reference logsumexp of validated arguments."""
     xp = a.xp
     shifted = _shifted(a)
     shift = _log_normalizer_shift(xp, shifted)
     lse = shifted.m + xp.where(xp.isinf(shifted.m), xp.zeros_like(shift), shift)
     if not keepdims:
         lse = xp.squeeze(lse, axis=a.axis)
-    return store_out(cast_result(xp, lse, a.x.dtype), out)
+    return cast_result(xp, lse, a.x.dtype)
+
+
+# What the autodiff rules compute with: the public functions (their kernels take NumPy views) and
+# the reference alone (JAX).
+_computes.register("softmax")(softmax)
+_computes.register("log_softmax")(log_softmax)
+_computes.register("logsumexp")(logsumexp)
+
+
+@_computes.register("softmax_reference")
+def _softmax_reference(x: Array, axis: int) -> Array:
+    return _softmax(_check(x, axis, 1.0, None))
+
+
+@_computes.register("log_softmax_reference")
+def _log_softmax_reference(x: Array, axis: int) -> Array:
+    return _log_softmax(_check(x, axis, 1.0, None))
+
+
+@_computes.register("logsumexp_reference")
+def _logsumexp_reference(x: Array, axis: int, keepdims: bool) -> Array:
+    return _logsumexp(_check(x, axis, 1.0, None), keepdims)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from .._array import Array, as_int, compute_dtype, is_numpy_array
 from .cross_entropy import (
     RowStep,
@@ -74,9 +76,10 @@ def chunked_linear_cross_entropy(
     problem = _Problem(xp, None, tgt, sw, opts, -1, shape[:-1], dtype, work_dtype)
     chunks = _Chunks(problem, _scales(problem), x, W, b, chunk, return_grad)
     losses, grads = (_numpy_chunks if is_numpy_array(x) else _xp_chunks)(chunks)
-    rows = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
-    if n_rows == 0:
-        rows = xp.zeros((0,), dtype=work_dtype)
+    if n_rows == 0:  # no chunk ran: nothing to concatenate (issue #16's fuzz)
+        rows = xp.zeros((0,), dtype=work_dtype, device=array_api_compat.device(x))
+    else:
+        rows = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
     loss = _reduce(problem, rows, chunks.scales)
     if grads is None:
         return loss
@@ -153,8 +156,8 @@ def _xp_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] | No
     xp, x, W, b = c.problem.xp, c.x, c.W, c.b
     dtype = c.problem.out_dtype
     Wt = xp.matrix_transpose(W)
-    dW = xp.zeros(tuple(W.shape), dtype=dtype)
-    db = xp.zeros((W.shape[0],), dtype=dtype)
+    dW = xp.zeros(tuple(W.shape), dtype=dtype, device=array_api_compat.device(W))
+    db = xp.zeros((W.shape[0],), dtype=dtype, device=array_api_compat.device(W))
     losses, dx_parts = [], []
     for sl in c.rows():
         xs = x[sl, ...]
@@ -170,8 +173,9 @@ def _xp_chunks(c: _Chunks) -> tuple[list[Array], tuple[Array, Array, Array] | No
         db = db + xp.sum(gz, axis=0)
     if not c.return_grad:
         return losses, None
+    device = array_api_compat.device(x)
     dx = dx_parts[0] if len(dx_parts) == 1 else (
-        xp.concat(dx_parts, axis=0) if dx_parts else xp.zeros(tuple(x.shape), dtype=dtype)
+        xp.concat(dx_parts, axis=0) if dx_parts else xp.zeros(tuple(x.shape), dtype=dtype, device=device)
     )
     return losses, (dx, dW, db)
 

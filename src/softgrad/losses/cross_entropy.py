@@ -39,8 +39,9 @@ import array_api_compat
 
 from .. import _array
 from .._array import Array, as_float_array, as_int, check_out, is_numpy_array, normalize_axis, store_out
-from ..core import _dispatch
+from ..core import _computes, _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
+from . import _autodiff
 
 __all__ = [
     "cross_entropy",
@@ -137,6 +138,31 @@ def _check_options(label_smoothing: Any, reduction: Any, ignore_index: Any) -> t
     return eps, str(reduction), as_int(ignore_index, "ignore_index")
 
 
+def _check_indices(xp: Any, target: Array, n_classes: int, ignore: int) -> None:
+    """ValueError naming a class index outside ``[0, n_classes)`` that is not ``ignore``.
+
+    Compares with Python ints only where the target's dtype holds them: NumPy 2 refuses to
+    compare a uint8 array with -100 (issue #16: MNIST labels come as uint8).
+    """
+    info = xp.iinfo(target.dtype)
+    zero = xp.zeros_like(target)
+    bad = xp.zeros(target.shape, dtype=xp.bool, device=array_api_compat.device(target))
+    if n_classes <= info.max:
+        bad = bad | (target >= n_classes)
+    if info.min < 0:
+        bad = bad | (target < 0)
+    if info.min <= ignore <= info.max:
+        bad = bad & (target != ignore)
+    if not bool(xp.any(bad)):
+        return
+    high = bad & (target >= 0) if info.min < 0 else bad
+    if bool(xp.any(high)):  # the largest index too high, else the most negative
+        first = int(xp.max(xp.where(high, target, zero)))
+    else:
+        first = int(xp.min(xp.where(bad, target, zero)))
+    raise ValueError(f"target holds class index {first}, outside [0, {n_classes}) (ignore_index={ignore})")
+
+
 def _check_target(
     xp: Any, target: Any, like: Array, shape: tuple[int, ...], axis: int, ignore: int
 ) -> tuple[bool, Array]:
@@ -155,15 +181,7 @@ def _check_target(
                 f"without axis {axis}), got {tshape}"
             )
         if _is_eager(target) and math.prod(tshape) > 0:
-            bad = ((target < 0) | (target >= n_classes)) & (target != ignore)
-            if bool(xp.any(bad)):
-                first = int(xp.max(xp.where(bad, target, xp.full_like(target, -(2**62)))))
-                if first == -(2**62):
-                    first = int(xp.min(xp.where(bad, target, xp.full_like(target, 2**62))))
-                raise ValueError(
-                    f"target holds class index {first}, outside [0, {n_classes}) "
-                    f"(ignore_index={ignore})"
-                )
+            _check_indices(xp, target, n_classes, ignore)
         return True, target
     if ignore != -100:
         raise ValueError(
@@ -287,20 +305,22 @@ def _row_targets(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[Ar
     c, eps, w = opts.n_classes, opts.smoothing, opts.weight
     if opts.by_index:
         valid = target != opts.ignore_index
+        if c - 1 > xp.iinfo(target.dtype).max:  # int8 labels, 1000 classes: arange would wrap (#16)
+            target = xp.astype(target, xp.int64)
         classes = xp.arange(c, dtype=target.dtype, device=array_api_compat.device(target))
         hits = target[:, None] == classes[None, :]
         if 0 <= opts.ignore_index < c:  # an ignored row would otherwise hit its class
             hits = hits & valid[:, None]
         q = xp.astype(hits, dtype)
         if eps:
-            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / c)
+            q = q * (1.0 - eps) + xp.astype(valid, dtype)[:, None] * (eps / max(c, 1))
         if w is not None:
             q = q * w
         if not opts.checked:
             bad = valid & ~((target >= 0) & (target < c))
-            q = xp.where(bad[:, None], xp.asarray(xp.nan, dtype=dtype), q)
+            q = xp.where(bad[:, None], xp.full_like(q, xp.nan), q)
     else:
-        q = target * (1.0 - eps) + eps / c if eps else target
+        q = target * (1.0 - eps) + eps / max(c, 1) if eps else target
         if w is not None:
             q = q * w
     return q, xp.sum(q, axis=-1, keepdims=True)
@@ -314,9 +334,9 @@ def _row_totals(xp: Any, target: Array, opts: _Options, dtype: Any) -> Array:
     valid, wy = _label_weight(xp, target, opts, dtype)
     a = xp.astype(valid, dtype)
     if wy is not None:
-        a = a * ((1.0 - eps) * wy + (eps / c) * xp.sum(opts.weight))
+        a = a * ((1.0 - eps) * wy + (eps / max(c, 1)) * xp.sum(opts.weight))
     in_range = (target >= 0) & (target < c)
-    a = xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), a)
+    a = xp.where(valid & ~in_range, xp.full_like(a, xp.nan), a)
     return a[:, None]
 
 
@@ -328,7 +348,7 @@ def _label_weight(xp: Any, target: Array, opts: _Options, dtype: Any) -> tuple[A
         return valid, None
     in_range = valid & (target >= 0) & (target < opts.n_classes)
     wy = xp.take(opts.weight, xp.where(in_range, target, xp.zeros_like(target)), axis=0)
-    return valid, xp.where(valid & ~in_range, xp.asarray(xp.nan, dtype=dtype), wy)
+    return valid, xp.where(valid & ~in_range, xp.full_like(wy, xp.nan), wy)
 
 
 def _mean_denominator(
@@ -414,7 +434,7 @@ def _reduce(problem: _Problem, rows: Array, scales: _Scales) -> Array:
     else:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
-        out = xp.where(denom == 0, xp.asarray(xp.nan, dtype=rows.dtype), xp.sum(rows) / safe)
+        out = xp.where(denom == 0, xp.full_like(denom, xp.nan), xp.sum(rows) / safe)
     return store_out(xp.astype(out, problem.out_dtype, copy=False), None)
 
 
@@ -651,6 +671,24 @@ def cross_entropy(
     >>> sg.cross_entropy(logits, np.array([0, 1]), reduction="none")
     array([0.41703002, 0.1967341 ])
     """
+    if sample_weight is None and _autodiff.adapter(logits) is not None:  # one node, closed-form rules
+        return _autodiff.cross_entropy(logits, target, axis, weight, ignore_index, label_smoothing, reduction)
+    return _cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight
+    )
+
+
+def _cross_entropy(
+    logits: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    sample_weight: Any = None,
+) -> Array:
+    """:func:`cross_entropy` computed here (no hand-off to an autodiff rule)."""
     problem = _prepare(logits, target, axis, weight, ignore_index, label_smoothing, reduction, sample_weight)
     return _value_and_grad(problem, _row_step(problem.x, problem.opts), True, False)[0]
 
@@ -830,6 +868,12 @@ def cross_entropy_hvp(
             out[sl] = hv
     return _restore(problem, out)
 
+
+_computes.register("cross_entropy_reference")(_cross_entropy)  # for the autodiff rules
+_computes.register("cross_entropy")(cross_entropy)
+_computes.register("cross_entropy_grad")(cross_entropy_grad)
+_computes.register("cross_entropy_hvp")(cross_entropy_hvp)
+_computes.register("cross_entropy_value_and_grad")(cross_entropy_value_and_grad)
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, cross_entropy_hvp):
     if _f.__doc__ is not None:  # None under ``python -OO``, which strips docstrings

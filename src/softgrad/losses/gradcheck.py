@@ -12,6 +12,7 @@ the step that balances the truncation error (``O(h^2)``) against the rounding er
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,19 @@ def _default_eps(xp: Any, dtype: Any) -> float:
     return float(xp.finfo(dtype).eps) ** (1.0 / 3.0)
 
 
+def _check_point(xp: Any, x: Array, step: float) -> None:
+    """ValueError where central differences are undefined: a non-finite ``x``, or one so large
+    that ``x + h`` overflows (issue #16's fuzz)."""
+    if math.prod(x.shape) == 0:
+        return
+    big = float(xp.finfo(x.dtype).max) / (1.0 + step)
+    if not bool(xp.all(xp.abs(x) <= big)):  # NaN fails too
+        raise ValueError(
+            f"x must be finite and below {big:.3g} in magnitude for central differences, "
+            f"got a largest |x| of {float(xp.max(xp.abs(x)))}"
+        )
+
+
 def numerical_jacobian(f: Callable[[Array], Any], x: Array, *, eps: float | None = None) -> Array:
     r"""The Jacobian of ``f`` at ``x`` by central differences.
 
@@ -111,11 +125,14 @@ def numerical_jacobian(f: Callable[[Array], Any], x: Array, *, eps: float | None
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     step = _default_eps(xp, x.dtype) if eps is None else _check_eps(eps)
+    _check_point(xp, x, step)
     shape = tuple(x.shape)
     flat = xp.reshape(x, (-1,))
     n = flat.shape[0]
     h = step * xp.maximum(xp.ones_like(flat), xp.abs(flat))
     h = (flat + h) - flat  # representable: x + h is exact
+    if n and not bool(xp.all(h > 0)):  # the step is below the resolution of x's dtype there
+        raise ValueError(f"eps={step!r} gives a step of 0 at some x in {x.dtype}; use a larger eps")
     idx = xp.arange(n)
     zero = xp.zeros_like(flat)
     cols = []

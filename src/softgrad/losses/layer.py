@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
+
 from .._array import Array, array_namespace, as_float_array, compute_dtype
 from ..core.softmax import softmax
 
@@ -133,7 +135,8 @@ def dense_softmax_jacobian(x: Array, W: Array, b: Array | None = None, *, wrt: s
     xp, x, W, b, out_dtype, _ = _layer_inputs(x, W, b)
     s = softmax(_logits(xp, x, W, b), axis=-1)
     t = s.shape[-1]
-    js = s[..., :, None] * (xp.eye(t, dtype=s.dtype) - s[..., None, :])  # (..., T, T)
+    eye = xp.eye(t, dtype=s.dtype, device=array_api_compat.device(s))
+    js = s[..., :, None] * (eye - s[..., None, :])  # (..., T, T)
     if wrt == "b":
         jac = js
     elif wrt == "x":

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._array import Array
 from .._dasktools import is_dask_collection
+from ..core import _computes
 from . import _dask, _linear_chunks
 
 __all__ = ["linear_cross_entropy"]
@@ -108,3 +109,6 @@ def linear_cross_entropy(
     if is_dask_collection(x) and x.ndim == 2:  # row-chunked Dask x: one task per block (#6)
         return _dask.dask_linear_cross_entropy(x, W, target, b, **options)
     return _linear_chunks.chunked_linear_cross_entropy(x, W, target, b, **options)
+
+
+_computes.register("linear_cross_entropy")(linear_cross_entropy)  # for the autodiff rules

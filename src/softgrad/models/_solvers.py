@@ -405,4 +405,6 @@ def sgd(
             converged = True
             break
     message = "objective stopped decreasing" if converged else "maximum number of epochs reached"
+    if best_w is w0 or np.array_equal(best_w, w0):  # no epoch improved: not a convergence (#16)
+        converged, message = False, "no epoch improved on the starting point"
     return SolverResult(best_w, epoch, converged, message, curve)

@@ -78,6 +78,40 @@ def _lazy_on_dask(method: Callable[[Any, Any], np.ndarray]) -> Callable[[Any, An
     return predict_any
 
 
+def _check_feature_scale(X: Any) -> None:
+    """ValueError when a row's squared norm overflows X's dtype (features near 1e154 in float64,
+    1e19 in float32): the objective's products ``X w`` and ``X^T X`` would overflow, and a fit
+    would end at the starting point with a non-finite objective (issue #16)."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return
+    import scipy.sparse as sp
+
+    with np.errstate(over="ignore"):  # the overflow is what is being detected
+        if sp.issparse(X):
+            sq = np.asarray(X.multiply(X).sum(axis=1, dtype=np.float64)).ravel()
+        else:
+            sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    limit = float(np.finfo(X.dtype).max)
+    if not float(np.max(sq)) < limit:
+        big = float(abs(X).max())
+        raise ValueError(
+            f"X holds features too large to fit on (largest |x| = {big:.3g}): a row's squared norm "
+            f"overflows {np.dtype(X.dtype).name}, and so would the objective; scale the features "
+            f"first (e.g. sklearn.preprocessing.StandardScaler)"
+        )
+
+
+def _check_finite_result(result: _solvers.SolverResult) -> None:
+    """A fit that ends on a non-finite point or objective is an error, never a model."""
+    last = result.loss_curve[-1] if result.loss_curve else 0.0
+    if not (np.all(np.isfinite(result.w)) and np.isfinite(last)):
+        raise ValueError(
+            f"the fit ended with a non-finite objective ({last}): the features are too large "
+            f"or badly scaled for the objective to be computed; scale them first (e.g. "
+            f"sklearn.preprocessing.StandardScaler)"
+        )
+
+
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     r"""Multinomial (softmax) logistic regression with an exact-derivative solver.
 
@@ -253,6 +287,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if is_dask_collection(X):  # Dask input: the same fit, data term on the workers (#6)
             return _dask.fit(self, X, y, sample_weight, callback)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
+        _check_feature_scale(X)
         check_classification_targets(y)
         encoder = LabelEncoder()
         y_idx = encoder.fit_transform(y).astype(np.intp)
@@ -291,11 +326,20 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if dtype == np.float32 and self.solver != "sgd":
             tol = max(tol, _FLOAT32_TOL_FLOOR)
         result = self._solve(obj, w0, cb, n_samples, tol, sgd)
+        _check_finite_result(result)
         if not result.converged and self.solver != "sgd":
             advice = "; increase max_iter" if result.n_iter >= self.max_iter else ""
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
                 f"{result.n_iter} iterations ({result.message}){advice}.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif self.solver == "sgd" and np.array_equal(result.w, w0):
+            warnings.warn(
+                f"SoftmaxRegression (solver='sgd') made no progress in {result.n_iter} epochs: no "
+                f"epoch improved on the starting point (learning_rate={self.learning_rate!r} too "
+                f"large?); try learning_rate='auto' or a smaller one.",
                 ConvergenceWarning,
                 stacklevel=3,
             )

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ._common import CLIError, console
+from ._paths import check_output_file
 
 
 def register(sub: Any) -> None:
@@ -48,6 +49,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.repeat is not None and args.repeat < 1:
         raise CLIError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.json:
+        check_output_file(args.json, "--json")
     only = None
     if args.only:
         only = tuple(name for item in args.only for name in item.split(",") if name)

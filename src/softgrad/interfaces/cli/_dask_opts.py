@@ -218,7 +218,7 @@ def _train_dask(args: argparse.Namespace) -> int:
         raise CLIError("give DATA: a folder of .parquet or .csv files")
     if args.plots:
         raise CLIError("--plots is not available with --dask (plots need the rows in memory)")
-    check_out_path(args.out)
+    check_out_path(args.out, inputs=[args.data])
     with connect(args.scheduler, args.scheduler_timeout):
         return _fit_and_report(args)
 

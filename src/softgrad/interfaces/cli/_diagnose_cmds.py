@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CLIError, console
+from ._paths import check_input_file
 
 
 def register(sub: Any) -> None:
@@ -46,8 +47,7 @@ def load_function(target: str) -> Callable[..., Any]:
     if not sep or not path_text or not name:
         raise CLIError(f"FILE.py:FUNCTION: expected a file and a function name, got {target!r}")
     path = Path(path_text)
-    if not path.is_file():
-        raise CLIError(f"{path_text}: no such file")
+    check_input_file(path_text)
     spec = importlib.util.spec_from_file_location(f"_softgrad_diagnose_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise CLIError(f"{path_text}: not a Python file")

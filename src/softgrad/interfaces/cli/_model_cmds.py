@@ -20,6 +20,7 @@ import numpy as np
 from ...models._labels import check_two_classes
 from ._common import CLIError, console, parse_numbers, print_json
 from ._dask_opts import add_dask_options
+from ._paths import check_input_file, check_model_path, check_output_file, check_output_folder, writing
 from ._training import check_out_path, fit_with_progress, print_training, training_result
 
 __all__ = ["register"]
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tol", type=_positive_float("--tol"), default=None, help="stopping tolerance")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="training dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of sgd")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the split and of sgd (0 to 2**32 - 1)")
     p.add_argument("--out", required=True, help="where to save the model")
     p.add_argument("--plots", metavar="DIR", help="write loss curve, confusion matrix, probability histogram")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -102,6 +103,16 @@ def _positive_int(name: str) -> Any:
     return parse
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed: {text!r} is not an integer") from None
+    if not 0 <= value < 2**32:  # what NumPy's legacy seeding, used by scikit-learn, accepts
+        raise argparse.ArgumentTypeError(f"--seed must be in [0, 2**32 - 1], got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -117,9 +128,8 @@ def read_table(path: str) -> Any:
     """A DataFrame from a CSV or Parquet file, or a CLIError saying why not."""
     import pandas as pd
 
+    check_input_file(path)
     p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"{path}: no such file")
     if p.stat().st_size == 0:
         raise CLIError(f"{path}: the file is empty")
     suffix = p.suffix.lower()
@@ -132,7 +142,9 @@ def read_table(path: str) -> Any:
                     f"{path}: reading Parquet needs pyarrow (pip install pyarrow): {exc}"
                 ) from None
         else:
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+            sep = "\t" if suffix == ".tsv" else ","
+            _check_header(pd.read_csv(p, sep=sep, header=None, nrows=1, dtype=str), path)
+            df = pd.read_csv(p, sep=sep)
     except CLIError:
         raise
     except pd.errors.EmptyDataError:
@@ -143,6 +155,17 @@ def read_table(path: str) -> Any:
         raise CLIError(f"{path}: the file has no data rows")
     df.columns = [str(c) for c in df.columns]
     return df
+
+
+def _check_header(first_row: Any, path: str) -> None:
+    """CLIError for a header naming a column twice: pandas would rename the second ``label`` to
+    ``label.1``, and a duplicated target would become a feature (the label leaks into X)."""
+    from collections import Counter
+
+    names = [str(v) for v in first_row.iloc[0].tolist()] if first_row.shape[0] else []
+    dups = sorted(name for name, count in Counter(names).items() if count > 1)
+    if dups:
+        raise CLIError(f"{path}: the header names columns more than once: {dups}; rename them")
 
 
 def check_features(df: Any, source: str) -> None:
@@ -228,8 +251,9 @@ def metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    check_out_path(args.out)
+    check_out_path(args.out, inputs=[args.data])
     if args.plots:
+        check_output_folder(args.plots, "--plots", inputs=[args.data])
         _require_matplotlib("--plots")
     X, y, source = _load_training_data(args)
     if args.dtype == "float32":
@@ -241,13 +265,15 @@ def _train(args: argparse.Namespace) -> int:
     result = training_result(args, source, model, fit_time, len(y_train), metrics(model, X_train, y_train))
     if y_test is not None:
         result["test"], result["n_test"] = metrics(model, X_test, y_test), len(y_test)
-    model.save(args.out)
+    with writing("--out", args.out):
+        model.save(args.out)
     result["model"] = args.out
     if args.plots:
         from .. import plots
 
         X_eval, y_eval = (X_test, y_test) if y_test is not None else (X_train, y_train)
-        result["plots"] = [str(p) for p in plots.training_plots(model, X_eval, y_eval, args.plots)]
+        with writing("--plots", args.plots):
+            result["plots"] = [str(p) for p in plots.training_plots(model, X_eval, y_eval, args.plots)]
     if args.json:
         print_json(result)
         return 0
@@ -259,6 +285,7 @@ def _train(args: argparse.Namespace) -> int:
 def _load_model(path: str) -> Any:
     from ...models import SoftmaxRegression
 
+    check_model_path(path)
     try:
         return SoftmaxRegression.load(path)
     except ValueError as exc:
@@ -291,14 +318,16 @@ def atomic_write_text(path: str, text: str) -> None:
 
     if not Path(path).parent.is_dir():
         raise CLIError(f"--out: folder {str(Path(path).parent)!r} does not exist")
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    with writing("--out", path):
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    if args.out and not Path(args.out).parent.is_dir():
-        raise CLIError(f"--out: folder {str(Path(args.out).parent)!r} does not exist")
+    if args.out:
+        check_output_file(args.out, "--out", inputs=[args.model, args.data])
+    check_input_file(args.data)
     model = _load_model(args.model)
     df = read_table(args.data)
     X = _feature_frame(model, df, args.data)
@@ -332,11 +361,11 @@ def _plot(args: argparse.Namespace) -> int:
         raise CLIError(f"--temperatures must be finite and > 0, got {bad}")
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must name a .png file, got {args.out!r}")
-    if not Path(args.out).parent.is_dir():
-        raise CLIError(f"--out: folder {str(Path(args.out).parent)!r} does not exist")
+    check_output_file(args.out, "--out")
     _require_matplotlib("plot")
     from .. import plots
 
-    plots.plot_softmax_temperatures(x, temps, args.out)
+    with writing("--out", args.out):
+        plots.plot_softmax_temperatures(x, temps, args.out)
     console().print(f"plot written: {args.out}")
     return 0

@@ -10,20 +10,23 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._common import CLIError, console, fmt
+from ._paths import check_output_file, check_output_folder
 
 __all__ = ["check_out_path", "fit_with_progress", "print_training", "training_result"]
 
 
-def check_out_path(out: str) -> None:
-    """``--out`` names a file in an existing folder, or a folder: checked before any work."""
-    folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
-    parent = Path(out) if folder else Path(out).parent
-    if not folder and not parent.is_dir():
-        raise CLIError(f"--out: folder {str(parent)!r} does not exist")
+def check_out_path(out: str, inputs: Sequence[str | None] = ()) -> None:
+    """``--out`` names a writable file in an existing folder, or a folder, and none of the
+    ``inputs``: checked before any work."""
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        check_output_folder(out, "--out", inputs)
+    else:
+        check_output_file(out, "--out", inputs)
 
 
 class _Progress:
