@@ -607,4 +607,111 @@ def test_cached_kernels_go_stale_when_any_kernel_file_changes():
         if "numba" in path.read_text() and ("@strict" in path.read_text() or "njit" in path.read_text())
     }
     assert {str(Path(p).relative_to(package)) for p in _fastexp._KERNEL_SOURCES} == jitted
-    assert jitted == {"core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "losses/_ce_kernels.py"}
+    assert jitted == {
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py"
+    }
+
+
+# --- short rows (#15): blocks of rows transposed, vectorized across rows ------------------------
+
+
+@pytest.fixture
+def short_spy(monkeypatch):
+    from softgrad.core import _short
+
+    calls: dict[str, int] = {}
+    for name in ("softmax_2d", "logsumexp_2d"):
+        original = getattr(_short, name)
+
+        def wrapper(*args, _name=name, _orig=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _orig(*args, **kwargs)
+
+        monkeypatch.setattr(_short, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 17, 32])
+def test_short_rows_take_the_short_kernel_and_match_the_reference(dtype, n, short_spy, monkeypatch):
+    """Many rows (several blocks, both threads) with every special kind scattered among them."""
+    from softgrad.core import _short
+
+    rng = np.random.default_rng(100 + n)
+    rows = max(3 * _short._BLOCK_ELEMS // n, _rows.PARALLEL_MIN // n + 7)
+    x = (rng.standard_normal((rows, n)) * 6).astype(dtype)
+    specials = special_rows(n, dtype, rng)
+    at = rng.choice(rows, size=specials.shape[0], replace=False)
+    x[at] = specials
+    for fn in (sg.softmax, sg.log_softmax):
+        got, want = fn(x), reference(fn, x)
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape
+        assert ulps(got, want) <= TOL[dtype], (fn.__name__, ulps(got, want))
+    # logsumexp near 0 cancels (m + log1p(rest), m < 0): there the reference and the kernels
+    # differ by thousands of ULP in float64 (see test_core_accuracy.py); compare with the row
+    # kernel, which computes the same m and log1p(rest) (checked against mpmath above).
+    got = sg.logsumexp(x)
+    monkeypatch.setattr(_short, "applies", lambda n, t: False)
+    rows_kernel = sg.logsumexp(x)
+    assert got.dtype == rows_kernel.dtype == dtype
+    assert ulps(got, rows_kernel) <= 1
+    assert short_spy == {"softmax_2d": 2, "logsumexp_2d": 1}
+
+
+def test_long_rows_and_temperatures_keep_the_row_kernels(short_spy):
+    from softgrad.core import _short
+
+    x = np.random.default_rng(0).standard_normal((50, _short.SHORT_MAX + 1))
+    sg.softmax(x)
+    sg.softmax(x[:, :8], temperature=0.5)
+    assert short_spy == {}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [2, 10, 32])
+def test_short_rows_within_4_ulp_of_mpmath(dtype, n):
+    """Random short rows (ties, small spreads, dominant entries) against 50-digit mpmath."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((40, n)) * 8).astype(dtype)
+    x[::5] *= 1e-4
+    x[1::5, 0] = x[1::5, -1]  # ties
+    x[2::5, 0] = 60.0  # one dominant entry: log_softmax of it about -1e-26
+    for i in range(x.shape[0]):
+        s, logp, lse = _exact_family(x[i], dtype)
+        got = (sg.softmax(x), sg.log_softmax(x), sg.logsumexp(x, axis=-1))
+        assert ulps(got[0][i], s) <= 4 and ulps(got[1][i], logp) <= 4
+        if dtype == np.float32 or x[i].max() >= 0:  # cancelling float64 lse: accuracy suite
+            assert ulps(got[2][i], lse) <= 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [2, 10, 32])
+def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
+    """The short-row cross-entropy (no class weights, no smoothing) over several blocks and both
+    threads, with specials and ignored rows scattered, against the reference; and the same
+    call with short rows off (the row kernel) for the top-1 gradient's digits."""
+    from softgrad.core import _short
+
+    rng = np.random.default_rng(7 + n)
+    rows = _rows.PARALLEL_MIN // n + 11
+    x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
+    y = rng.integers(0, n, rows)
+    at = rng.choice(rows, size=8, replace=False)
+    x[at[0], y[at[0]]] = 40.0  # confident and right: p_y - 1 = -rest / total
+    x[at[1], :] = -INF
+    x[at[2], 0] = INF
+    x[at[3], 0] = NAN
+    x[at[4], :] = 3.0
+    y[at[5]] = -100
+    sw = rng.uniform(0.5, 2.0, rows)
+    for kw in ({"reduction": "sum"}, {"reduction": "none", "sample_weight": sw}):
+        loss, grad = sg.cross_entropy_value_and_grad(x, y, **kw)
+        loss0, grad0 = reference(sg.cross_entropy_value_and_grad, x, y, **kw)
+        _close(loss, loss0, dtype, scale="entry")
+        _close(grad, grad0, dtype)
+        monkeypatch.setattr(_short, "SHORT_MAX", 0)
+        loss1, grad1 = sg.cross_entropy_value_and_grad(x, y, **kw)
+        monkeypatch.undo()
+        assert ulps(grad[at[0]], grad1[at[0]]) <= TOL[dtype]
+        if kw["reduction"] == "none":
+            assert ulps(loss, loss1) <= 2

@@ -72,7 +72,9 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # beside cross-entropy in losses/ and calls the row machinery and the intrinsics of core/.
 _KERNEL_SOURCES = tuple(
     os.path.join(_PACKAGE, *name.split("/"))
-    for name in ("core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "losses/_ce_kernels.py")
+    for name in (
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py"
+    )
 )
 
 

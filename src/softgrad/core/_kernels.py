@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from . import _rows
+from . import _rows, _short
 from ._fastexp import (
     exp_full,
     fma,
@@ -45,6 +45,7 @@ from ._rows import (
     two_diff,
     two_sum,
 )
+from ._short import special_row as _special_row
 
 __all__ = [
     "log_softmax_vjp_2d",
@@ -161,35 +162,6 @@ def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
         h = min(k + BLOCK, n)
         s, c = two_sum(s, c, _block_support_sum(g[k:h], logp[k:h]))
     return s + c
-
-
-
-@strict
-def _special_row(x: Any, out: Any, kind: int, op: int) -> float:  # pragma: no cover - jitted
-    """A row holding NaN (kind 0), +inf (kind 1) or only -inf (kind 2), as the reference does.
-
-    op 0: softmax, 1: log_softmax (both fill ``out``), 2: logsumexp (only returned).
-    """
-    wide()
-    n = out.shape[0] if op < 2 else 0
-    if kind == 0:
-        for j in range(n):
-            out[j] = np.nan
-        return np.nan
-    if kind == 2:
-        fill = 0.0 if op == 0 else -np.inf
-        for j in range(n):
-            out[j] = fill
-        return -np.inf
-    k = 0
-    for j in range(n):
-        k += x[j] == np.inf
-    if n:
-        on = 1.0 / k if op == 0 else -np.log(np.float64(k))
-        off = 0.0 if op == 0 else -np.inf
-        for j in range(n):
-            out[j] = on if x[j] == np.inf else off
-    return np.inf
 
 
 
@@ -521,6 +493,9 @@ def _log_softmax_vjp_2d_serial(logp: Any, g: Any, out: Any, t: float) -> None:  
 def softmax_2d(x: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
     """softmax (``log`` False) or log_softmax of every row of ``x`` into ``out``."""
     rows, n = x.shape
+    if _short.applies(n, t):
+        _short.softmax_2d(x, out, log)
+        return
     nthr = numba.get_num_threads()
     if x.size < _rows.PARALLEL_MIN:
         nthr = 1
@@ -533,6 +508,9 @@ def softmax_2d(x: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
 
 def logsumexp_2d(x: np.ndarray, out: np.ndarray) -> None:
     """``out[r] = logsumexp(x[r])`` in float64 (``out``: float64, one entry per row)."""
+    if _short.applies(x.shape[1], 1.0):
+        _short.logsumexp_2d(x, out)
+        return
     nthr = numba.get_num_threads() if x.size >= _rows.PARALLEL_MIN else 1
     work = _rows.scratch("work", nthr, min(x.shape[1], _rows.GROUP), np.float64)
     (_logsumexp_2d if nthr > 1 else _logsumexp_2d_serial)(x, out, work)

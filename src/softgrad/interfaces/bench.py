@@ -33,12 +33,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FULL_SHAPES", "QUICK_SHAPES", "Result", "run_bench"]
+__all__ = ["FULL_SHAPES", "QUICK_SHAPES", "SHORT_SHAPES", "Result", "run_bench"]
 
+# Few classes, many rows (#15): where classifiers live.
+SHORT_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
+    ((1_000_000, 10), "float32"),
+    ((1_000_000, 10), "float64"),
+    ((2_000_000, 2), "float64"),
+)
 FULL_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
     ((4096, 32000), "float32"),
     ((65536, 1000), "float32"),
-    ((1_000_000, 10), "float64"),
+    *SHORT_SHAPES,
     ((64, 1_000_000), "float32"),
 )
 QUICK_SHAPES: tuple[tuple[tuple[int, int], str], ...] = (
@@ -416,6 +422,8 @@ def _goals(results: list[Result]) -> list[dict[str, Any]]:
         sgr = impls.get("softgrad")
         if sgr is None or dtype != "float32" or fn in ("copy", "linear_cross_entropy"):
             continue
+        if (shape, dtype) in SHORT_SHAPES:  # issue #15's shapes have their own goals below
+            continue
         label = f"{fn} {shape[0]}x{shape[1]}"
         if fn in ("softmax", "log_softmax"):
             best = max(sgr.copy_share or 0, (impls.get("softgrad out=") or sgr).copy_share or 0)
@@ -430,12 +438,37 @@ def _goals(results: list[Result]) -> list[dict[str, Any]]:
         if torch_alloc is not None:
             tr = torch_alloc.ms / sgr.ms
             add(f"{label}: >= 1.5x faster than torch (allocating)", tr, tr >= 1.5)
+    goals.extend(_short_row_goals(by_key))
     lin = {r.implementation: r for r in results if r.function == "linear_cross_entropy"}
     if "softgrad" in lin and "torch unfused" in lin:
         s, t = lin["softgrad"], lin["torch unfused"]
         add("linear_cross_entropy: time <= torch unfused (ratio)", s.ms / t.ms, s.ms <= t.ms)
         share = (s.peak_mb or 0.0) / max(t.peak_mb or 0.0, 1e-9)
         add("linear_cross_entropy: peak memory <= 1/8 of torch (ratio)", share, share <= 0.125)
+    return goals
+
+
+def _short_row_goals(by_key: dict[tuple, dict[str, Result]]) -> list[dict[str, Any]]:
+    """Issue #15 on the few-classes shapes: softmax and cross-entropy (value and gradient) at
+    least as fast as ``jax.jit`` and at least 1.5x faster than PyTorch (allocating calls)."""
+    goals: list[dict[str, Any]] = []
+    for shape, dtype in SHORT_SHAPES:
+        for fn, jax_name, torch_name in (
+            ("softmax", "jax.jit", "torch"),
+            ("cross_entropy", "jax.jit fwd+bwd", "torch fwd+bwd"),
+        ):
+            impls = by_key.get((fn, shape, dtype), {})
+            sgr = impls.get("softgrad")
+            if sgr is None:
+                continue
+            label = f"{fn} {shape[0]}x{shape[1]} {dtype}"
+            for peer, goal, bound in (
+                (jax_name, "at least as fast as jax.jit", 1.0),
+                (torch_name, ">= 1.5x faster than torch", 1.5),
+            ):
+                if peer in impls:
+                    r = impls[peer].ms / sgr.ms
+                    goals.append({"goal": f"{label}: {goal}", "value": round(r, 3), "met": r >= bound})
     return goals
 
 
@@ -476,8 +509,12 @@ def run_bench(
     only: tuple[str, ...] | None = None,
     log: Callable[[str], None] = print,
     cold: bool = False,
+    short: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns ``{"environment", "first_call", "results", "goals"}``."""
+    """Run the benchmark; returns ``{"environment", "first_call", "results", "goals"}``.
+
+    ``short``: only the few-classes shapes (:data:`SHORT_SHAPES`), no linear_cross_entropy.
+    """
     functions = tuple(only) if only else FUNCTIONS
     unknown = [f for f in functions if f not in FUNCTIONS]
     if unknown:
@@ -494,9 +531,11 @@ def run_bench(
         first["cold_compile"] = first_call_latency(cold=True)  # type: ignore[assignment]
     log(f"first call in a fresh process: {first}")
     results: list[Result] = []
+    if short:
+        functions = tuple(f for f in functions if f != "linear_cross_entropy")
     per_shape = tuple(f for f in functions if f != "linear_cross_entropy")
     if per_shape:
-        for shape, dtype in QUICK_SHAPES if quick else FULL_SHAPES:
+        for shape, dtype in QUICK_SHAPES if quick else SHORT_SHAPES if short else FULL_SHAPES:
             results.extend(_bench_shape(shape, dtype, per_shape, repeat, log))
     if "linear_cross_entropy" in functions:
         dims, small_chunk = (LINEAR_QUICK, 64) if quick else (LINEAR_FULL, 1024)

@@ -31,7 +31,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from ..core import _rows
+from ..core import _rows, _short
 from ..core._fastexp import nt_affine_line, sfence, wide
 from ..core._rows import (
     by_dtype,
@@ -393,6 +393,124 @@ def _ce_2d_serial(
 
 
 # ---------------------------------------------------------------------------------------------
+# Short rows (#15): a block of rows transposed, exp and sums vectorized across rows (core/_short)
+
+
+@_short.strict
+def _ce_short_grad_cols(et: Any, ot: Any, p_scale: Any) -> None:  # pragma: no cover - jitted
+    """``ot = p_scale * e`` column by column (rounded once to ``ot``'s dtype)."""
+    wide()
+    n = et.shape[0]
+    rows = p_scale.shape[0]
+    for j in range(n):
+        ecol = et[j]
+        ocol = ot[j]
+        for r in range(rows):
+            ocol[r] = p_scale[r] * ecol[r]
+
+
+@_short.strict
+def _ce_short_block(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any,
+    xt: Any, et: Any, ot: Any, aux: Any, r0: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    """Rows ``r0 .. r0 + len(x)`` without class weights or label smoothing: the loss
+    ``log1p(rest) - (x_y - m)`` and the gradient ``s (p - onehot(y))``, with ``p_y - 1`` as
+    ``-rest / total`` where the target is the (unique) top entry, as :func:`_ce_row`."""
+    wide()
+    rows, n = x.shape
+    m = aux[0, :rows]
+    lo = aux[1, :rows]
+    nan = aux[2, :rows]
+    rest = aux[3, :rows]
+    p_scale = aux[4, :rows]
+    _short._load(x, xt, m, lo, nan)
+    single = x.itemsize == 4
+    fast = True
+    for r in range(rows):
+        fast = fast and (lo[r] - m[r]) >= -700.0
+    _short._exp_cols(xt, et, m, single, fast)
+    _short._rest(et, rest, p_scale)
+    mode = c.row_scale_mode
+    for r in range(rows):
+        scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
+        p_scale[r] = scale / (1.0 + rest[r])
+    if c.want_grad:
+        _ce_short_grad_cols(et, ot, p_scale)
+    for r in range(rows):
+        yr = y[r0 + r]
+        scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
+        kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
+        g = grad[r] if c.want_grad else grad[0]
+        lr = 0.0
+        if yr == c.ignore:
+            if c.want_grad:
+                for j in range(n):
+                    g[j] = 0.0
+        elif kind >= 0:
+            lr = _ce_special(x[r], kind, yr, w, c, scale, g)
+        else:
+            rr = rest[r]
+            shift = np.log1p(rr)
+            if single:
+                logp = (np.float64(x[r, yr]) - m[r]) - shift
+            else:
+                sd, err = two_diff(x[r, yr], m[r])
+                logp = (sd - shift) + (err if sd > -np.inf else 0.0)
+            lr = -logp
+            if c.want_grad:
+                for j in range(n):
+                    g[j] = ot[j, r]
+                total = 1.0 + rr
+                ey = et[yr, r]
+                top = ey == 1.0 and rr < 1.0  # the target is the unique maximum
+                g[yr] = -scale * (rr / total) if top else scale * (ey / total - 1.0)
+        if c.want_loss:
+            loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _ce_short_2d(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any,
+    xt: Any, et: Any, ot: Any, aux: Any, per: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    for g in prange((rows + per - 1) // per):
+        wide()
+        tid = numba.get_thread_id()
+        r0 = g * per
+        r1 = min(r0 + per, rows)
+        gb = grad[r0:r1] if c.want_grad else grad
+        _ce_short_block(
+            x[r0:r1], y, w, sample_weight, row_scale, loss, gb, xt[tid], et[tid], ot[tid], aux[tid], r0, c
+        )
+
+
+@_short.strict
+def _ce_short_2d_serial(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any,
+    xt: Any, et: Any, ot: Any, aux: Any, per: int, c: Any,
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0]
+    for r0 in range(0, rows, per):
+        r1 = min(r0 + per, rows)
+        gb = grad[r0:r1] if c.want_grad else grad
+        _ce_short_block(
+            x[r0:r1], y, w, sample_weight, row_scale, loss, gb, xt[0], et[0], ot[0], aux[0], r0, c
+        )
+
+
+def _short_run(x: np.ndarray, nthr: int, args: tuple[Any, ...], c: Constants) -> None:
+    rows, n = x.shape
+    per = max(1, min(rows, _short._BLOCK_ELEMS // n))
+    xt, et, ot, aux = _short.block_scratch(nthr, n, per, x.dtype)
+    run = _ce_short_2d if nthr > 1 else _ce_short_2d_serial
+    _rows.dynamic(run, x, *args, xt, et, ot, aux, per, c)
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point: validated rows from cross_entropy.py
 
 
@@ -452,6 +570,9 @@ def cross_entropy_2d(
         nt=bool(want_grad) and _rows.streaming(grad, x),
     )
     y = np.ascontiguousarray(target, dtype=np.int64)
+    if n <= _short.SHORT_MAX and weight is None and smoothing == 0.0:
+        _short_run(x, nthr, (y, w, weights, scales, loss, grad), c._replace(nt=False))
+        return (loss if want_loss else None), (grad if want_grad else None)
     run = _ce_2d if nthr > 1 else _ce_2d_serial
     _rows.dynamic(run, x, y, w, weights, scales, loss, grad, work, stage, per, c)
     return (loss if want_loss else None), (grad if want_grad else None)

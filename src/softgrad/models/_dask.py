@@ -30,7 +30,13 @@ import numpy as np
 
 from .._dasktools import FAN_IN, is_dask_collection, reduce_tree, sum_in_order
 from ._labels import check_two_classes
-from ._objective import SoftmaxObjective, data_hvp, data_value_and_grad
+from ._objective import (
+    SoftmaxObjective,
+    block_logits,
+    data_curvature_moments,
+    data_hvp,
+    data_value_and_grad,
+)
 
 __all__: list[str] = []  # private module: SoftmaxRegression dispatches here on Dask input
 
@@ -302,6 +308,13 @@ def _block_hvp(
     return (hW,) if hb is None else (hW, hb)
 
 
+def _block_curvature_moments(
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None
+) -> tuple[Any, ...]:
+    squares = X.multiply(X).tocsr() if hasattr(X, "multiply") else np.square(X)
+    return data_curvature_moments(X, squares, row_weight, block_logits(X, W, b))
+
+
 class DaskObjective(SoftmaxObjective):
     """The softmax-regression objective over persisted Dask blocks.
 
@@ -334,6 +347,12 @@ class DaskObjective(SoftmaxObjective):
     ) -> tuple[np.ndarray, np.ndarray | None]:
         hW, *hb = self.map_reduce(_block_hvp, W, b, dW, db)
         return hW, (hb[0] if hb else None)
+
+    def data_curvature_moments(
+        self, W: np.ndarray, b: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s0, s1, s2 = self.map_reduce(_block_curvature_moments, W, b)
+        return s0, s1, s2
 
 
 # ---------------------------------------------------------------------------------------------

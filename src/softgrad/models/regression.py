@@ -132,12 +132,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         only when no class is linearly separable from the others).
     fit_intercept : bool, default=True
         Fit the intercepts ``b`` (not penalized).
-    solver : {"lbfgs", "newton-cg", "sgd"}, default="lbfgs"
-        ``"lbfgs"``: SciPy's L-BFGS-B on the exact gradient. ``"newton-cg"``: truncated Newton,
-        each CG step one exact Hessian-vector product (the Hessian is never formed); fewest
-        passes over the data near the optimum. ``"sgd"``: mini-batch stochastic gradient with a
-        decreasing step and iterate averaging, for data too large for full-batch passes; it
-        gets near the optimum, not to it.
+    solver : {"lbfgs", "newton-cg", "sgd"}, default="newton-cg"
+        ``"lbfgs"``: SciPy's L-BFGS-B on the exact gradient. ``"newton-cg"``: trust-region
+        Newton-CG (Steihaug), each CG step one exact Hessian-vector product (the Hessian is
+        never formed), preconditioned by the Hessian's diagonal with the features centred
+        against the intercept, so unscaled features do not stall it; fewest passes over the
+        data near the optimum; the default, chosen by measurement (#15: to a relative objective
+        gap of 1e-8, digits 0.18 s against lbfgs's 1.26 s, MNIST-5k 11.2 s against 24.5 s,
+        and unscaled wine, where lbfgs has not converged after 1000 iterations). ``"sgd"``:
+        mini-batch stochastic gradient with a decreasing step and iterate averaging, for data
+        too large for full-batch passes; it gets near the optimum, not to it.
     max_iter : int, default=1000
         Iterations (L-BFGS, Newton) or epochs (SGD).
     tol : float, default=1e-8
@@ -224,7 +228,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         *,
         C: float = 1.0,
         fit_intercept: bool = True,
-        solver: str = "lbfgs",
+        solver: str = "newton-cg",
         max_iter: int = 1000,
         tol: float = 1e-8,
         class_weight: dict[Any, float] | str | None = None,
@@ -324,9 +328,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         result = self._solve(obj, w0, cb, n_samples, tol, sgd)
         _check_finite_result(result)
         if not result.converged and self.solver != "sgd":
+            advice = "; increase max_iter" if result.n_iter >= self.max_iter else ""
             warnings.warn(
                 f"SoftmaxRegression (solver={self.solver!r}) did not reach tol={tol} in "
-                f"{result.n_iter} iterations ({result.message}); increase max_iter.",
+                f"{result.n_iter} iterations ({result.message}){advice}.",
                 ConvergenceWarning,
                 stacklevel=3,
             )

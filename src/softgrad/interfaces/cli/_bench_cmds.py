@@ -34,6 +34,11 @@ def register(sub: Any) -> None:
         "linear_cross_entropy",
     )
     p.add_argument(
+        "--short",
+        action="store_true",
+        help="only the few-classes shapes: 1000000x10 float32 and float64, 2000000x2 float64",
+    )
+    p.add_argument(
         "--cold", action="store_true", help="also measure the first call with an empty Numba cache (compile)"
     )
     p.set_defaults(func=_bench)
@@ -57,7 +62,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     con = Console(width=max(console().width, 120))
     report = bench.run_bench(
-        quick=args.quick, repeat=args.repeat, only=only, log=lambda msg: con.log(msg), cold=args.cold
+        quick=args.quick, repeat=args.repeat, only=only, log=lambda msg: con.log(msg), cold=args.cold,
+        short=args.short,
     )
     con.print(bench.table(report))
     con.print(bench.goals_table(report))

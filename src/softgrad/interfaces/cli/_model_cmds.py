@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("data", nargs="?", help="a .csv or .parquet file (or use --dataset)")
     p.add_argument("--dataset", choices=DATASETS, help="a data set that ships with scikit-learn")
     p.add_argument("--target", help="the label column of DATA")
-    p.add_argument("--solver", choices=SOLVERS, default="lbfgs")
+    p.add_argument("--solver", choices=SOLVERS, default="newton-cg")
     p.add_argument(
         "--C", dest="C", type=_positive_float("--C"), default=1.0, help="inverse penalty (inf: none)"
     )
