@@ -38,7 +38,16 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from .. import _array
-from .._array import Array, as_float_array, as_int, check_out, is_numpy_array, normalize_axis, store_out
+from .._array import (
+    Array,
+    as_float_array,
+    as_int,
+    cast_result,
+    check_out,
+    is_numpy_array,
+    normalize_axis,
+    store_out,
+)
 from ..core import _computes, _dispatch
 from ..core.softmax import _log_normalizer_shift, _shift, softmax
 from . import _autodiff
@@ -435,7 +444,8 @@ def _reduce(problem: _Problem, rows: Array, scales: _Scales) -> Array:
         denom = scales.denom
         safe = xp.where(denom == 0, xp.ones_like(denom), denom)
         out = xp.where(denom == 0, xp.full_like(denom, xp.nan), xp.sum(rows) / safe)
-    return store_out(xp.astype(out, problem.out_dtype, copy=False), None)
+    # a sum beyond the dtype's range (float16 losses) rounds to inf, without an overflow warning
+    return store_out(cast_result(xp, out, problem.out_dtype), None)
 
 
 def _restore(problem: _Problem, g: Array) -> Array:
