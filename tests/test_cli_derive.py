@@ -54,6 +54,30 @@ def test_at_a_point(capsys):
     assert code == 0 and "x = (-1, -20)" in out
 
 
+def test_target_weights_and_bias(capsys):
+    code, out, _ = run(capsys, "cross_entropy", "--at", "1", "2", "3", "--target", "2", "--format", "json")
+    assert code == 0 and json.loads(out)["at"] == derive("cross_entropy", at=[1, 2, 3], target=2).at
+    code, out, _ = run(capsys, "cross_entropy", "--at", "1", "2", "--target", "0.25", "0.75")
+    assert code == 0 and "soft targets y = (0.25, 0.75)" in out
+    argv = [
+        "cross_entropy_layer",
+        "--at",
+        "1",
+        "-2",
+        "--W",
+        "0.5 1",
+        "-1, 0.25",
+        "2 0",
+        "--b",
+        "0",
+        "1",
+        "-1",
+    ]
+    code, out, _ = run(capsys, *argv, "--target", "1", "--format", "json")
+    want = derive("cross_entropy_layer", at=[1, -2], W=[[0.5, 1], [-1, 0.25], [2, 0]], b=[0, 1, -1], target=1)
+    assert code == 0 and json.loads(out)["at"] == want.at
+
+
 def test_verify(capsys):
     code, out, _ = run(capsys, "sigmoid", "--verify")
     assert code == 0
@@ -79,6 +103,13 @@ def test_list(capsys):
         (["softmax", "--at", "1", "x"], "--at: 'x' is not a number"),
         (["sigmoid", "--at", "1", "2", "3"], "two logits"),
         (["softmax", "--at", "nan"], "at must hold finite numbers"),
+        (["softmax", "--at", "1", "2", "--target", "1"], "softmax takes no target="),
+        (["cross_entropy", "--target", "1"], "target= needs at="),
+        (["cross_entropy", "--at", "1", "2", "--target", "3"], "target must be a class in 0..1"),
+        (["cross_entropy", "--at", "1", "2", "--target", "0.5", "x"], "--target: 'x' is not a number"),
+        (["softmax_layer", "--at", "1", "2", "--W", "1 2", "3"], "--W: every row needs the same number"),
+        (["softmax_layer", "--at", "1", "2", "--W", "1 2 3"], "one column per entry of at (2)"),
+        (["softmax_layer", "--at", "1", "2", "--W", "1 y"], "--W: 'y' is not a number"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):

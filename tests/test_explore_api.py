@@ -547,6 +547,56 @@ def test_derive_is_the_teaching_layers_derivation_at_the_scaled_logits(client):
     np.testing.assert_allclose(at["jacobian"], view["jacobian"], rtol=1e-14, atol=1e-17)
 
 
+def test_derive_takes_the_pages_target_and_layer(client):
+    pytest.importorskip("softgrad.teaching")
+    d = post(client, "/api/derive", {"topic": "cross_entropy", "logits": [1.0, 2.0, 3.0], "target": 2})
+    view = post(client, "/api/compute", {"logits": [1.0, 2.0, 3.0], "target": 2})
+    np.testing.assert_allclose(d["at"]["gradient"], view["grad"], rtol=1e-14, atol=1e-17)
+    assert "target class 2" in d["at"]["where"]
+    layer = {"x": [1.0, -2.0], "W": [[0.5, 1.0], [-1.0, 0.25]], "b": [0.1, -0.3], "target": 1}
+    card = post(client, "/api/layer", layer)
+    body = {
+        "topic": "cross_entropy_layer",
+        "logits": layer["x"],
+        "W": layer["W"],
+        "b": layer["b"],
+        "target": 1,
+    }
+    at = post(client, "/api/derive", body)["at"]
+    np.testing.assert_allclose(at["S"], card["softmax"], rtol=1e-15)
+    np.testing.assert_allclose(at["dL/dW"], card["grad_W"], rtol=1e-14, atol=1e-17)
+    body = {"topic": "softmax_layer", "logits": layer["x"], "W": layer["W"], "b": None}
+    assert post(client, "/api/derive", body)["at"]["W"] == layer["W"]
+
+
+def test_bad_derive_options(client):
+    pytest.importorskip("softgrad.teaching")
+    ce = {"topic": "cross_entropy", "logits": [1.0, 2.0]}
+    layer = {"topic": "softmax_layer", "logits": [1.0, 2.0]}
+    assert_refused(client.post("/api/derive", json={**ce, "target": 2}), 422, "target")
+    assert_refused(client.post("/api/derive", json={**ce, "target": 1.5}), 422, "target")
+    assert_refused(
+        client.post("/api/derive", json={**ce, "W": [[1.0, 2.0]]}), 422, "cross_entropy takes no W"
+    )
+    assert_refused(
+        client.post("/api/derive", json={"topic": "softmax", "logits": [1.0], "target": 0}), 422, "no target"
+    )
+    assert_refused(
+        client.post("/api/derive", json={"topic": "cross_entropy", "target": 0}), 422, "needs logits"
+    )
+    assert_refused(
+        client.post("/api/derive", json={**layer, "target": 0}), 422, "softmax_layer takes no target"
+    )
+    assert_refused(client.post("/api/derive", json={**layer, "b": [1.0, 2.0, 3.0]}), 422, "b needs W")
+    assert_refused(client.post("/api/derive", json={**layer, "W": [[1.0]]}), 422, "W[0]", "len(x) = 2")
+    assert_refused(
+        client.post("/api/derive", json={**layer, "W": [[1.0, 2.0]], "b": [1.0, 2.0]}), 422, "b has 2"
+    )
+    assert_refused(client.post("/api/derive", json={**layer, "W": [[1.0, 2.0]] * 17}), 413, "at most 16 rows")
+    big = {"topic": "softmax_layer", "logits": [1.0] * 17, "W": [[1.0] * 17]}
+    assert_refused(client.post("/api/derive", json=big), 413, "at most 16 inputs")
+
+
 def test_bad_derive_requests(client, monkeypatch):
     pytest.importorskip("softgrad.teaching")
     assert_refused(client.post("/api/derive", json={"topic": "nope"}), 422, "topic", "softmax")

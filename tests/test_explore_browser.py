@@ -217,7 +217,16 @@ def test_derivation_panel(page):
     page.wait_for_selector("[data-testid=derivation] li[data-key=outer-product] .katex", timeout=20000)
     at = page.locator("[data-testid=derivation-at]")
     assert "At x = (1, -2)" in at.inner_text() and at.locator(".katex").count() >= 4  # x, W, y, S, dL/dW
+    assert (
+        "are the Softmax layer card's" in at.inner_text()
+        and "T = 3 classes, the weights W below" in at.inner_text()
+    )
     assert panel.locator(".katex-error").count() == 0
+    # the card's own W (two classes now) and its target reach the panel
+    page.fill("[data-testid=layer-W]", "2, 0\n0, 1")
+    page.select_option("[data-testid=layer-target]", "1")
+    page.locator("[data-testid=derivation-at]", has_text="T = 2 classes").wait_for(timeout=20000)
+    assert "target class 1" in page.locator("[data-testid=derivation-at]").inner_text()
 
 
 def test_screenshot(page, tmp_path):

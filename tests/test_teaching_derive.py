@@ -400,6 +400,141 @@ def test_every_topic_at_a_point(topic):
     assert "At " in d.to_text()
 
 
+# --- the point's target, W and b -------------------------------------------------------------------
+
+
+def _torch_ce(x, y, W=None, b=None):
+    """Loss, dL/dlogits (or dL/dW) by torch autograd of F.cross_entropy with probability targets."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=W is None)
+    if W is None:
+        loss = F.cross_entropy(xt[None], torch.tensor(y)[None])
+        return loss.item(), torch.autograd.grad(loss, xt)[0].numpy()
+    Wt = torch.tensor(W, dtype=torch.float64, requires_grad=True)
+    bt = None if b is None else torch.tensor(b, dtype=torch.float64)
+    loss = F.cross_entropy(F.linear(xt, Wt, bt)[None], torch.tensor(y)[None])
+    return loss.item(), torch.autograd.grad(loss, Wt)[0].numpy()
+
+
+@pytest.mark.parametrize("target", [2, 0, [0.2, 0.3, 0.5], np.int64(1)])
+def test_cross_entropy_at_a_target(target):
+    x = [1.0, 2.0, 3.0]
+    y = np.eye(3)[int(target)] if np.ndim(target) == 0 else np.asarray(target)
+    d = derive("cross_entropy", at=x, target=target)
+    loss, grad = _torch_ce(x, y)
+    np.testing.assert_allclose(d.at["y"], y)
+    np.testing.assert_allclose(d.at["loss"], loss, rtol=1e-14)
+    np.testing.assert_allclose(d.at["gradient"], grad, rtol=1e-13, atol=1e-16)
+    where = d.at["where"]
+    assert (
+        (f"target class {int(target)}" in where)
+        if np.ndim(target) == 0
+        else "soft targets y = (0.2, 0.3, 0.5)" in where
+    )
+
+
+def test_softmax_layer_at_given_weights_and_bias():
+    torch = pytest.importorskip("torch")
+    x, W, b = [1.0, -2.0], [[0.5, 1.0], [-1.0, 0.25], [2.0, 0.0], [0.0, -0.5]], [0.1, 0.2, -0.3, 0.0]
+    d = derive("softmax_layer", at=x, W=W, b=b)
+    xt, bt = torch.tensor(x, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+
+    def layer(w_flat):
+        return torch.softmax(w_flat.reshape(4, 2) @ xt + bt, dim=0)
+
+    want = torch.autograd.functional.jacobian(layer, torch.tensor(W, dtype=torch.float64).reshape(-1))
+    np.testing.assert_allclose(d.at["dP/dvec(W)"], want.numpy(), rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        d.at["S"], layer(torch.tensor(W, dtype=torch.float64).reshape(-1)).numpy(), rtol=1e-14
+    )
+    np.testing.assert_allclose(d.at["z = Wx + b"], np.asarray(W) @ x + b)
+    assert "T = 4 classes, the weights W and the bias b below" in d.at["where"]
+    assert "z = Wx" not in d.at and "b" in d.at
+
+
+def test_cross_entropy_layer_at_the_page_numbers():
+    x, W, b = [0.5, 1.5, -1.0], [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]], [0.0, 1.0]
+    d = derive("cross_entropy_layer", at=x, W=W, b=b, target=1)
+    _, grad_W = _torch_ce(x, np.eye(2)[1], W, b)
+    np.testing.assert_allclose(d.at["dL/dW"], grad_W, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(d.at["y"], [0.0, 1.0])
+    soft = derive("cross_entropy_layer", at=x, W=W, target=[0.25, 0.75])
+    np.testing.assert_allclose(
+        soft.at["dL/dW"], _torch_ce(x, np.array([0.25, 0.75]), W)[1], rtol=1e-13, atol=1e-16
+    )
+    # without W, the target indexes the example's 3 classes
+    assert derive("cross_entropy_layer", at=x, target=2).at["y"] == [0.0, 0.0, 1.0]
+
+
+def test_defaults_are_unchanged():
+    x = [1.0, 2.0]
+    assert derive("cross_entropy", at=x).at == derive("cross_entropy", at=x, target=0).at
+    plain = derive("softmax_layer", at=x).at
+    assert "derive's example weights W" in plain["where"] and "z = Wx" in plain
+    assert derive("softmax_layer", at=x, W=plain["W"]).at["S"] == plain["S"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"topic": "softmax", "at": [1.0, 2.0], "target": 1},
+            ValueError,
+            "softmax takes no target=.*cross_entropy",
+        ),
+        (
+            {"topic": "cross_entropy", "at": [1.0, 2.0], "W": [[1.0, 2.0]]},
+            ValueError,
+            "takes no W=.*softmax_layer",
+        ),
+        ({"topic": "cross_entropy", "target": 1}, ValueError, "target= needs at="),
+        ({"topic": "softmax_layer", "W": [[1.0]]}, ValueError, "W= needs at="),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": 2}, ValueError, r"class in 0\.\.1, got 2"),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": -1}, ValueError, "class in"),
+        (
+            {"topic": "cross_entropy", "at": [1.0, 2.0], "target": True},
+            TypeError,
+            "target must be a class index",
+        ),
+        (
+            {"topic": "cross_entropy", "at": [1.0, 2.0], "target": "1"},
+            TypeError,
+            "target must be a class index",
+        ),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": [0.5, 0.6]}, ValueError, "sum to 1"),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": [-0.5, 1.5]}, ValueError, ">= 0"),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": [1.0]}, ValueError, "hold 2 probabilities"),
+        ({"topic": "cross_entropy", "at": [1.0, 2.0], "target": [0.5, float("nan")]}, ValueError, "finite"),
+        (
+            {"topic": "softmax_layer", "at": [1.0, 2.0], "W": [[1.0, 2.0, 3.0]]},
+            ValueError,
+            r"one column per entry of at \(2\)",
+        ),
+        ({"topic": "softmax_layer", "at": [1.0, 2.0], "W": [1.0, 2.0]}, ValueError, "W must be a matrix"),
+        (
+            {"topic": "softmax_layer", "at": [1.0, 2.0], "W": [[1.0, float("inf")]]},
+            ValueError,
+            "W must hold finite",
+        ),
+        (
+            {"topic": "softmax_layer", "at": [1.0, 2.0], "b": [1.0, 2.0]},
+            ValueError,
+            r"one entry per class \(3\)",
+        ),
+        (
+            {"topic": "cross_entropy_layer", "at": [1.0], "W": [[1.0], [2.0]], "target": 2},
+            ValueError,
+            r"0\.\.1",
+        ),
+        ({"topic": "softmax", "at": "12"}, ValueError, "at must be a sequence"),
+    ],
+)
+def test_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        derive(**kwargs)
+
+
 # --- renderers ------------------------------------------------------------------------------------
 
 

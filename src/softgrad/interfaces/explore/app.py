@@ -155,7 +155,9 @@ def _run_timing(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_derive(a: dict[str, Any]) -> dict[str, Any]:
-    return compute.derivation(a["topic"], a["logits"], temperature=a["temperature"])
+    return compute.derivation(
+        a["topic"], a["logits"], temperature=a["temperature"], target=a["target"], W=a["W"], b=a["b"]
+    )
 
 
 async def _info(request: Request) -> Response:

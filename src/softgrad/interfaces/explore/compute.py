@@ -251,17 +251,27 @@ def timing(sizes: Sequence[int], *, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-def derivation(topic: str, logits: Sequence[float] | None, *, temperature: float = 1.0) -> dict[str, Any]:
-    """``derive(topic, at=z).to_dict()`` from :mod:`softgrad.teaching` at ``z = logits / T``.
+def derivation(
+    topic: str,
+    logits: Sequence[float] | None,
+    *,
+    temperature: float = 1.0,
+    target: int | None = None,
+    W: Sequence[Sequence[float]] | None = None,
+    b: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """``derive(topic, at=z, target=, W=, b=).to_dict()`` from :mod:`softgrad.teaching` at
+    ``z = logits / T``.
 
     The derivations are written for T = 1; at the scaled logits their numbers (S, the
     Jacobian of S with respect to z, the gradient) are those of the page. For the layer topics
-    ``logits`` is the layer's input x (and ``temperature`` 1).
+    ``logits`` is the layer's input x (and ``temperature`` 1), and ``W``, ``b`` and ``target``
+    are the layer card's, so the panel shows the page's own numbers.
     """
     from ...teaching import derive
 
     at = None if logits is None else (np.asarray(logits, dtype=np.float64) / temperature).tolist()
-    return derive(topic, at=at).to_dict()
+    return derive(topic, at=at, target=target, W=W, b=b).to_dict()
 
 
 def warm_up() -> None:

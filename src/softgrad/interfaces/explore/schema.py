@@ -21,6 +21,7 @@ from typing import Any
 from .compute import JACOBIAN_MAX_N, LAYER_MAX, MAX_LOGITS, TIMING_MAX_N, TIMING_MAX_SIZES
 
 __all__ = [
+    "DERIVE_OPTIONS",
     "MAX_BODY_BYTES",
     "TOPICS_SHOWN",
     "RequestError",
@@ -127,6 +128,26 @@ def parse_compute(body: bytes) -> dict[str, Any]:
     }
 
 
+def _weights(data: dict[str, Any], n_inputs: int) -> tuple[list[list[float]], list[float] | None]:
+    """``W`` (rows of ``n_inputs`` numbers, at most LAYER_MAX) and the optional ``b`` (one per row)."""
+    rows = data["W"]
+    if not isinstance(rows, list) or not rows:
+        raise _invalid(f"W must be a non-empty list of rows (one per class), got {_short(rows)}")
+    if len(rows) > LAYER_MAX:
+        raise RequestError(413, f"W: at most {LAYER_MAX} rows (classes), got {len(rows)}")
+    W = [_numbers(row, f"W[{i}]", LAYER_MAX) for i, row in enumerate(rows)]
+    bad = [i for i, row in enumerate(W) if len(row) != n_inputs]
+    if bad:
+        i = bad[0]
+        raise _invalid(f"W[{i}] has {len(W[i])} entries; every row of W needs len(x) = {n_inputs}")
+    b = data.get("b")
+    if b is not None:
+        b = _numbers(b, "b", LAYER_MAX)
+        if len(b) != len(W):
+            raise _invalid(f"b has {len(b)} entries; it needs one per row of W ({len(W)})")
+    return W, b
+
+
 def parse_layer(body: bytes) -> dict[str, Any]:
     """``{"x": [N numbers], "W": [T rows of N], "b": [T] | null, "target": k = 0}``."""
     data = parse_object(body, ("x", "W", "b", "target"))
@@ -134,21 +155,7 @@ def parse_layer(body: bytes) -> dict[str, Any]:
         if name not in data:
             raise _invalid(f"{name}: missing")
     x = _numbers(data["x"], "x", LAYER_MAX)
-    rows = data["W"]
-    if not isinstance(rows, list) or not rows:
-        raise _invalid(f"W must be a non-empty list of rows (one per class), got {_short(rows)}")
-    if len(rows) > LAYER_MAX:
-        raise RequestError(413, f"W: at most {LAYER_MAX} rows (classes), got {len(rows)}")
-    W = [_numbers(row, f"W[{i}]", LAYER_MAX) for i, row in enumerate(rows)]
-    bad = [i for i, row in enumerate(W) if len(row) != len(x)]
-    if bad:
-        i = bad[0]
-        raise _invalid(f"W[{i}] has {len(W[i])} entries; every row of W needs len(x) = {len(x)}")
-    b = data.get("b")
-    if b is not None:
-        b = _numbers(b, "b", LAYER_MAX)
-        if len(b) != len(W):
-            raise _invalid(f"b has {len(b)} entries; it needs one per row of W ({len(W)})")
+    W, b = _weights(data, len(x))
     return {"x": x, "W": W, "b": b, "target": _index(data.get("target", 0), "target", len(W))}
 
 
@@ -170,13 +177,52 @@ def parse_timing(body: bytes) -> dict[str, Any]:
     return {"sizes": sizes}
 
 
+# the options each shown topic takes besides its point (see softgrad.teaching.derive)
+DERIVE_OPTIONS = {
+    "cross_entropy": ("target",),
+    "softmax_layer": ("W", "b"),
+    "cross_entropy_layer": ("target", "W", "b"),
+}
+
+
 def parse_derive(body: bytes, topics: tuple[str, ...]) -> dict[str, Any]:
-    """``{"topic": one of topics, "logits": [...] | null, "temperature": T = 1}``."""
-    data = parse_object(body, ("topic", "logits", "temperature"))
+    """``{"topic": one of topics, "logits": [...] | null, "temperature": T = 1}``, and the page's
+    own ``target`` (cross-entropy topics), ``W`` and ``b`` (layer topics), which need ``logits``."""
+    data = parse_object(body, ("topic", "logits", "temperature", "target", "W", "b"))
     topic = data.get("topic")
     if topic not in topics:
         raise _invalid(f"topic must be one of {', '.join(topics)}; got {_short(topic)}")
     logits = data.get("logits")
     if logits is not None:
         logits = _numbers(logits, "logits", MAX_LOGITS)
-    return {"topic": topic, "logits": logits, "temperature": _temperature(data.get("temperature", 1.0))}
+    options = _derive_options(topic, data, logits)
+    return {
+        "topic": topic,
+        "logits": logits,
+        "temperature": _temperature(data.get("temperature", 1.0)),
+        **options,
+    }
+
+
+def _derive_options(topic: str, data: dict[str, Any], logits: list[float] | None) -> dict[str, Any]:
+    given = [name for name in ("target", "W", "b") if data.get(name) is not None]
+    for name in given:
+        if name not in DERIVE_OPTIONS.get(topic, ()):
+            raise _invalid(f"{topic} takes no {name}")
+        if logits is None:
+            raise _invalid(f"{name} needs logits (the point the derivation's numbers are computed at)")
+    if "b" in given and "W" not in given:
+        raise _invalid("b needs W")
+    options: dict[str, Any] = {"target": None, "W": None, "b": None}
+    if "W" in given:
+        if len(logits or ()) > LAYER_MAX:
+            raise RequestError(
+                413, f"logits: at most {LAYER_MAX} inputs for a layer, got {len(logits or ())}"
+            )
+        options["W"], options["b"] = _weights(data, len(logits or ()))
+    if "target" in given:
+        target = data["target"]
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise _invalid(f"target must be a class index (an integer), got {_short(target)}")
+        options["target"] = target  # its range is the derivation's to check (it knows the classes)
+    return options

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,14 +31,72 @@ def _topic_error(topic: object) -> ValueError:
     return ValueError(f"unknown topic {topic!r}{hint}; the topics are: {', '.join(TOPICS)}")
 
 
-def _point(spec: TopicSpec, at: Sequence[float]) -> dict[str, Any]:
+def _finite(value: Any, name: str, ndim: int) -> np.ndarray:
+    """``value`` as a finite float64 array of ``ndim`` dimensions, or a ValueError naming it."""
+    what = "a sequence of numbers" if ndim == 1 else "a matrix (a sequence of rows of numbers)"
     try:
-        values = [float(v) for v in at]
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"at must be a sequence of numbers, got {at!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"at must hold finite numbers (at least one), got {values!r}")
-    return spec.at(np.asarray(values, dtype=np.float64))
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if array.ndim != ndim or array.size == 0:
+        raise ValueError(f"{name} must be {what} (non-empty), got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must hold finite numbers, got {value!r}")
+    return array
+
+
+def _point(at: Sequence[float]) -> np.ndarray:
+    if isinstance(at, str):
+        raise ValueError(f"at must be a sequence of numbers, got {at!r}")
+    return _finite(at, "at", 1)
+
+
+def _target(target: Any, classes: int) -> np.ndarray:
+    """A class index in ``0..classes-1`` as one-hot, or probabilities over ``classes`` summing to 1."""
+    if isinstance(target, bool):
+        raise TypeError(f"target must be a class index or a sequence of probabilities, got {target!r}")
+    if isinstance(target, int | np.integer):
+        if not 0 <= target < classes:
+            raise ValueError(f"target must be a class in 0..{classes - 1}, got {target}")
+        return np.eye(classes)[int(target)]
+    if isinstance(target, str):
+        raise TypeError(f"target must be a class index or a sequence of probabilities, got {target!r}")
+    y = _finite(target, "target", 1)
+    if y.shape != (classes,):
+        raise ValueError(f"target must hold {classes} probabilities (one per class), got {y.shape[0]}")
+    if np.any(y < 0) or abs(y.sum() - 1.0) > 1e-9:
+        raise ValueError(
+            f"target probabilities must be >= 0 and sum to 1, got {y.tolist()} (sum {float(y.sum())!r})"
+        )
+    return y
+
+
+def _options(spec: TopicSpec, x: np.ndarray, given: dict[str, Any]) -> dict[str, Any]:
+    """The topic's keyword options (W, b, target), checked against the point ``x``."""
+    options: dict[str, Any] = {}
+    if given.get("W") is not None:
+        w = options["W"] = _finite(given["W"], "W", 2)
+        if w.shape[1] != len(x):
+            raise ValueError(f"W must have one column per entry of at ({len(x)}), got shape {w.shape}")
+    classes = options["W"].shape[0] if "W" in options else 3 if "W" in spec.options else len(x)
+    if given.get("b") is not None:
+        b = options["b"] = _finite(given["b"], "b", 1)
+        if b.shape != (classes,):
+            raise ValueError(f"b must hold one entry per class ({classes}), got {b.shape[0]}")
+    if given.get("target") is not None:
+        options["target"] = _target(given["target"], classes)
+    return options
+
+
+def _refuse_options(topic: str, given: dict[str, Any], has_point: bool) -> None:
+    for name, value in given.items():
+        if value is None:
+            continue
+        takers = [t for t, s in SPECS.items() if name in s.options]
+        if name not in SPECS[topic].options:
+            raise ValueError(f"{topic} takes no {name}= (the topics that do: {', '.join(takers)})")
+        if not has_point:
+            raise ValueError(f"{name}= needs at= (the point its numbers are computed at)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,7 +107,14 @@ def _jsonable(value: Any) -> Any:
     return np.asarray(value, dtype=float).tolist()
 
 
-def derive(topic: str, *, at: Sequence[float] | None = None) -> Derivation:
+def derive(
+    topic: str,
+    *,
+    at: Sequence[float] | None = None,
+    target: int | Sequence[float] | None = None,
+    W: Any = None,
+    b: Sequence[float] | None = None,
+) -> Derivation:
     r"""The derivation of ``topic``, step by step; with ``at``, also its numbers at that point.
 
     Each step records the rule applied, a sentence telling a learner why, and the equation
@@ -68,6 +132,15 @@ def derive(topic: str, *, at: Sequence[float] | None = None) -> Derivation:
     at : sequence of float, optional
         A point: the logits (for the layer topics, the layer's input ``x``). The derivation
         then carries the numbers there (``S``, the Jacobian, the gradient...) in ``.at``.
+    target : int or sequence of float, optional
+        With ``at``, for ``cross_entropy`` and ``cross_entropy_layer``: the target class, or
+        soft targets (probabilities summing to 1). Default: class 0.
+    W : matrix of float, optional
+        With ``at``, for the layer topics: the ``T x N`` weights (``N = len(at)``). Default: a
+        small fixed example with ``T = 3``.
+    b : sequence of float, optional
+        With ``at``, for the layer topics: a bias, so ``z = Wx + b`` (the derivation is the
+        same; only ``S`` moves). Default: none.
 
     Returns
     -------
@@ -77,7 +150,8 @@ def derive(topic: str, *, at: Sequence[float] | None = None) -> Derivation:
     Raises
     ------
     ValueError
-        For an unknown topic (the message lists the topics) or a bad point.
+        For an unknown topic (the message lists the topics), a bad point, an option the
+        topic does not take, or an option whose shape does not fit the point.
 
     Examples
     --------
@@ -89,9 +163,15 @@ def derive(topic: str, *, at: Sequence[float] | None = None) -> Derivation:
     '\\frac{\\partial L}{\\partial x} = S - y'
     >>> [round(v, 4) for v in sg.derive("softmax", at=[1.0, 2.0, 3.0]).at["S"]]
     [0.09, 0.2447, 0.6652]
+    >>> [round(v, 4) for v in sg.derive("cross_entropy", at=[1.0, 2.0, 3.0], target=2).at["gradient"]]
+    [0.09, 0.2447, -0.3348]
     """
     if not isinstance(topic, str) or topic not in SPECS:
         raise _topic_error(topic)
     spec = SPECS[topic]
-    numbers = None if at is None else _jsonable(_point(spec, at))
-    return Derivation.from_spec(spec, numbers)
+    given = {"target": target, "W": W, "b": b}
+    _refuse_options(topic, given, at is not None)
+    if at is None:
+        return Derivation.from_spec(spec, None)
+    x = _point(at)
+    return Derivation.from_spec(spec, _jsonable(spec.at(x, **_options(spec, x, given))))

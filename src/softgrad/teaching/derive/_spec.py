@@ -67,6 +67,9 @@ class TopicSpec:
     steps: tuple[StepSpec, ...]
     result: str  # the key of the step whose formula is the result
     context: Callable[[int], Any]  # n -> _sympy.Context
-    at: Callable[[Any], dict[str, Any]]  # numbers at a point, from softgrad's functions
+    # numbers at a point, from softgrad's functions: at(x, **options) with the keyword options
+    # (target=, W=, b=) the topic names in ``options``
+    at: Callable[..., dict[str, Any]]
     sizes: tuple[int, ...] = (2, 3, 4, 5)
     assumptions: dict[str, str] = field(default_factory=dict)  # name -> LaTeX, e.g. Σ y = 1
+    options: tuple[str, ...] = ()  # the keywords of ``at`` besides the point: "target", "W", "b"

@@ -14,7 +14,7 @@ from ._expr import Eye, Neg, Num, d, delta, diag, exp, kron, log, summation, sym
 from ._notation import VEC_S, VEC_X, VEC_Y, S, x, y
 from ._render import numbers_text
 from ._spec import Definition, Quantity, StepSpec, TopicSpec
-from ._t_losses import B_SAMPLES, L_BAR, MAT_X, MAT_Y, SIZE_B, SUM_Y, SUM_Y_TEX, L
+from ._t_losses import B_SAMPLES, L_BAR, MAT_X, MAT_Y, SIZE_B, SUM_Y, SUM_Y_TEX, L, target_text
 
 N_INPUTS = 2  # the layer topics write the input out with N = 2 entries
 
@@ -109,16 +109,29 @@ def fixed_weights(n_classes: int, n_inputs: int) -> Any:
     return ((t + 1) * (j + 2) % 5 - 2) / 2.0
 
 
-def _layer_at(xv: Any) -> dict[str, Any]:
-    w = fixed_weights(3, len(xv))
-    s = np_softmax(w @ xv)
+def _weights_text(w: Any, given: bool, b: Any) -> str:
+    which = "the weights W" if given else "derive's example weights W"
+    bias = "" if b is None else " and the bias b"
+    return f"T = {w.shape[0]} classes, {which}{bias} below"
+
+
+def _layer_logits(xv: Any, w: Any, b: Any) -> dict[str, Any]:
+    """``{"z = Wx": ...}``, or with a bias ``{"b": b, "z = Wx + b": ...}``: the layer's logits."""
+    if b is None:
+        return {"z = Wx": w @ xv}
+    return {"b": b, "z = Wx + b": w @ xv + b}
+
+
+def _layer_at(xv: Any, W: Any = None, b: Any = None) -> dict[str, Any]:
+    w = fixed_weights(3, len(xv)) if W is None else W
+    logits = _layer_logits(xv, w, b)
     return {
-        "where": f"At x = {numbers_text(xv)}, with T = 3 classes and the weights W below:",
+        "where": f"At x = {numbers_text(xv)}, with {_weights_text(w, W is not None, b)}:",
         "x": xv,
         "W": w,
-        "z = Wx": w @ xv,
-        "S": s,
-        "dP/dvec(W)": dense_softmax_jacobian(xv, w),
+        **logits,
+        "S": np_softmax(list(logits.values())[-1]),
+        "dP/dvec(W)": dense_softmax_jacobian(xv, w, b),
     }
 
 
@@ -195,6 +208,7 @@ SOFTMAX_LAYER = TopicSpec(
     result="sift",
     context=lambda n: layer_context(n),
     at=_layer_at,
+    options=("W", "b"),
 )
 
 
@@ -234,20 +248,22 @@ def _batch_gradient_V(ctx: Any) -> Any:
     return _grad(_batch_loss(ctx.values["SV"], ctx.values["Y"]), ctx.symbols["V"])
 
 
-def _dW(x_: Any, w: Any, target: Any) -> Any:
-    return linear_cross_entropy(x_, w, target, return_grad=True)[1][1]
+def _dW(x_: Any, w: Any, target: Any, b: Any = None) -> Any:
+    return linear_cross_entropy(x_, w, target, b, return_grad=True)[1][1]
 
 
-def _ce_layer_at(xv: Any) -> dict[str, Any]:
-    w = fixed_weights(3, len(xv))
-    yv = np.eye(3)[0]
+def _ce_layer_at(xv: Any, target: Any = None, W: Any = None, b: Any = None) -> dict[str, Any]:
+    w = fixed_weights(3, len(xv)) if W is None else W
+    yv = np.eye(w.shape[0])[0] if target is None else target
+    logits = _layer_logits(xv, w, b)
     return {
-        "where": f"At x = {numbers_text(xv)}, target class 0 (y = e_0), T = 3 and the weights W below:",
+        "where": f"At x = {numbers_text(xv)}, {target_text(yv)}, {_weights_text(w, W is not None, b)}:",
         "x": xv,
         "W": w,
+        **logits,
         "y": yv,
-        "S": np_softmax(w @ xv),
-        "dL/dW": _dW(xv, w, yv),
+        "S": np_softmax(list(logits.values())[-1]),
+        "dL/dW": _dW(xv, w, yv, b),
     }
 
 
@@ -339,6 +355,7 @@ CROSS_ENTROPY_LAYER = TopicSpec(
     context=lambda n: layer_context(n, targets=True),
     at=_ce_layer_at,
     assumptions={SUM_Y: SUM_Y_TEX},
+    options=("target", "W", "b"),
 )
 
 

@@ -95,10 +95,18 @@ def _batch_gradient(ctx: Any) -> Any:
     return _grad(mean, X)
 
 
-def _cross_entropy_at(xv: Any) -> dict[str, Any]:
-    yv = np.eye(len(xv))[0]
+def target_text(yv: Any) -> str:
+    """``target class 2 (y = e_2)`` for a one-hot ``yv``, ``soft targets y = (...)`` otherwise."""
+    hot = np.flatnonzero(yv)
+    if len(hot) == 1 and yv[hot[0]] == 1.0:
+        return f"target class {hot[0]} (y = e_{hot[0]})"
+    return f"soft targets y = {numbers_text(yv)}"
+
+
+def _cross_entropy_at(xv: Any, target: Any = None) -> dict[str, Any]:
+    yv = np.eye(len(xv))[0] if target is None else target
     return {
-        "where": f"At x = {numbers_text(xv)} with target class 0 (y = e_0):",
+        "where": f"At x = {numbers_text(xv)} with {target_text(yv)}:",
         "x": xv,
         "y": yv,
         "S": np_softmax(xv),
@@ -195,5 +203,6 @@ CROSS_ENTROPY = TopicSpec(
     result="result",
     context=targets_context,
     at=_cross_entropy_at,
+    options=("target",),
     assumptions={SUM_Y: SUM_Y_TEX},
 )

@@ -8,7 +8,7 @@ const MAX_SLIDERS = 16;
 const CHART_MAX_BARS = 512;
 
 const state = {
-  logits: [], temperature: 1, target: 0, layerX: [], topic: "softmax", topics: [], limits: { jacobian_auto_n: 128 }, info: null,
+  logits: [], temperature: 1, target: 0, layerX: [], layer: null, topic: "softmax", topics: [], limits: { jacobian_auto_n: 128 }, info: null,
 };
 let sliderRange = null; // [lo, hi] of the sliders, kept while they are dragged
 
@@ -457,6 +457,7 @@ const requestLayer = latestOnly(async () => {
   err.hidden = res.ok;
   err.textContent = res.ok ? "" : res.error;
   $("layer").classList.toggle("stale", !res.ok);
+  state.layer = res.ok ? { W: body.W, b: body.b, target } : null; // what the derivation panel evaluates at
   if (res.ok) renderLayer(res.data);
   if (state.topic.includes("layer")) requestDerivation();
 });
@@ -509,7 +510,11 @@ const loadDerivation = latestOnly(async () => {
   const point = layer ? state.layerX : state.logits;
   const numeric = Array.isArray(point) && point.length > 0 && point.every((v) => typeof v === "number");
   const temperature = !layer && typeof state.temperature === "number" && state.temperature > 0 ? state.temperature : 1;
-  const res = await api("/api/derive", { topic: state.topic, logits: numeric ? point : null, temperature });
+  const body = { topic: state.topic, logits: numeric ? point : null, temperature };
+  if (numeric && layer && state.layer) Object.assign(body, state.layer); // the layer card's W, b and target
+  if (numeric && state.topic === "cross_entropy") body.target = state.target;
+  if (state.topic === "softmax_layer") delete body.target;
+  const res = await api("/api/derive", body);
   if (!res.ok) { host.replaceChildren(errorLine(res.error)); return; }
   renderDerivation(host, res.data, temperature);
 });
@@ -554,8 +559,9 @@ function atPoint(at, temperature) {
   wrap.dataset.testid = "derivation-at";
   let where = at.where || "At this point:";
   if (temperature !== 1) where += ` (z = x / T with T = ${temperature}: the derivation's x is the page's z)`;
-  if (state.topic.includes("layer")) where += " (x is the Softmax layer card's; W is the derivation's own example)";
-  else if (state.topic === "cross_entropy" && state.target !== 0) where += ` (The page's target is class ${state.target}.)`;
+  if (state.topic.includes("layer")) {
+    where += state.layer ? " (x, W, b and the target are the Softmax layer card's)" : " (x is the Softmax layer card's; W is the derivation's own example)";
+  }
   wrap.append(para(where, "expl"));
   for (const [key, value] of Object.entries(at)) {
     if (key === "where") continue;
