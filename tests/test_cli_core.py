@@ -132,6 +132,9 @@ def test_demo_prints_the_seed_examples(capsys, monkeypatch, tmp_path):
     for name in ("softmax_jacobian", "log_softmax_jacobian", "softmax_vjp", "log_softmax_vjp"):
         assert name in out
     assert "NO" not in out  # every gradient check passed
+    # the teaching tour: the derivation's steps, the blog-post gradient's two mistakes, the fix
+    assert "∂L/∂x_j = S_j \u2212 y_j" in out and "S - y = (-0.340999, 0.242433, 0.098566)" in out
+    assert "✗ no-max-shift" in out and "✗ batch-scale" in out and "1/B: correct" in out
 
 
 def test_python_dash_m_softgrad():

@@ -1,6 +1,8 @@
 """``make demo``: the product tour.
 
-The seed examples and the gradient check of the softmax family, then softmax regression on
+The seed examples and the gradient check of the softmax family; the teaching tools (a
+derivation step by step, a hand-written gradient diagnosed, the explorer's command); then
+softmax regression on
 scikit-learn's digits: the exact derivatives of the model's objective checked against central
 differences, a fit with a progress bar next to scikit-learn's ``LogisticRegression`` at the
 same ``C`` (objective reached, accuracy, fit time), a save/load round trip, and the plots
@@ -55,8 +57,47 @@ def run_demo() -> int:
         grad_table.add_row(name, f"{result.max_abs_error:.2e}", "yes" if result.passed else "[red]NO")
     ok_all = all(r.passed for r in checks.values())
     out.print(grad_table)
+    ok_all &= _teaching_tour(out)
     ok_all &= _model_tour(out)
     return 0 if ok_all else 1
+
+
+def _blog_post_gradient(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The cross-entropy gradient as it is often written: no max-shift, no 1/B for the mean."""
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True) - np.eye(z.shape[1])[y]
+
+
+def _fixed_gradient(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True) - np.eye(z.shape[1])[y]) / len(z)
+
+
+def _teaching_tour(out: Any) -> bool:
+    """``softgrad derive``, ``softgrad diagnose`` and ``softgrad explore`` in a few lines each."""
+    from ..teaching import derive, diagnose
+
+    out.rule("[bold]Learning the derivatives: derive, diagnose, explore")
+    d = derive("cross_entropy", at=[2.0, 1.0, 0.1], target=0)
+    steps = f"{len(d.steps)} steps, each checked by SymPy"
+    out.print(f"[bold]softgrad derive cross_entropy --at 2 1 0.1[/]  ({steps})")
+    for step in d.steps:
+        out.print(f"  {step.rule:<24} {step.text}")
+    gradient = ", ".join(f"{g:.6f}" for g in d.at["gradient"])
+    out.print(f"  at x = (2, 1, 0.1), target 0:  S - y = ({gradient})")
+
+    out.print("\n[bold]softgrad diagnose[/] on a gradient copied from a blog post: exp(z) / sum - onehot")
+    found = diagnose(_blog_post_gradient, "cross_entropy_grad")
+    for finding in found.findings:
+        topic, key = finding.step
+        out.print(f"  [red]✗ {finding.id}[/]: {finding.title}  (see derive('{topic}').step('{key}'))")
+    fixed = diagnose(_fixed_gradient, "cross_entropy_grad")
+    out.print(f"  with the max-shift and the 1/B: {'[green]correct' if fixed.ok else '[red]still wrong'}")
+    out.print(
+        "\n[bold]softgrad explore[/] opens a page in your browser: move the logits and watch S, the "
+        "Jacobian and the gradients respond."
+    )
+    return bool(found.ids == ["no-max-shift", "batch-scale"] and fixed.ok)
 
 
 DEMO_OUTPUT = "demo-output"
