@@ -2,9 +2,10 @@
 
 Each implementation is registered with the kind it claims to compute and the set of catalog
 ids it must be diagnosed with (empty for a correct one). They are written the way people write
-them: loops with ``math.exp``, vectorized NumPy, ``np.einsum``, SciPy and PyTorch (float64
-tensors, autograd where it applies). ``python tests/diagnose_corpus.py`` prints the false
-positive and false negative rates; tests/test_teaching_diagnose.py asserts them.
+them: loops with ``math.exp``, vectorized NumPy, ``np.einsum``, SciPy, PyTorch (float64
+tensors, autograd where it applies) and JAX (``jax.nn``, ``jax.grad``).
+``python tests/diagnose_corpus.py`` prints the false positive and false negative rates;
+tests/test_teaching_diagnose.py asserts them.
 """
 
 from __future__ import annotations
@@ -895,6 +896,47 @@ def layer_autograd_with_bias_decay(X, W, y):
     return layer_autograd(X, W, y) + 1e-3 * _t(W)  # weight decay where none belongs
 
 
+# === JAX (x64 as the session has it: the probes arrive as float64 NumPy arrays) ===================
+
+
+def _jnp() -> Any:
+    import jax.numpy as jnp
+
+    return jnp
+
+
+@impl("softmax", style="jax")
+def softmax_jax(x):
+    import jax
+
+    return jax.nn.softmax(_jnp().asarray(x), axis=-1)
+
+
+@impl("softmax", "no-max-shift", style="jax")
+def softmax_naive_jax(x):
+    e = _jnp().exp(_jnp().asarray(x))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@impl("cross_entropy_grad", style="jax")
+def xent_jax_autodiff(z, y):
+    import jax
+
+    jnp = _jnp()
+
+    def loss(z):
+        picked = jnp.take_along_axis(jax.nn.log_softmax(z), jnp.asarray(y)[:, None], axis=1)
+        return -jnp.mean(picked)
+
+    return jax.grad(loss)(jnp.asarray(z))
+
+
+@impl("softmax_backward", "diagonal-only", takes="probs", style="jax")
+def backward_diagonal_jax(s, g):
+    s = _jnp().asarray(s)
+    return s * (1 - s) * _jnp().asarray(g)
+
+
 # === rates ======================================================================================
 
 
@@ -927,11 +969,10 @@ def rates(corpus: list[Impl] | None = None) -> dict[str, Any]:
 
 
 def _available() -> list[Impl]:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return [e for e in CORPUS if e.style != "torch"]
-    return CORPUS
+    import importlib.util
+
+    missing = {style for style in ("torch", "jax") if importlib.util.find_spec(style) is None}
+    return [e for e in CORPUS if e.style not in missing]
 
 
 def _main() -> None:

@@ -72,6 +72,14 @@ def test_json_lists_every_mistake(capsys, user_file):
     assert json.loads(out)["ids"] == ["no-max-shift"]
 
 
+def test_time_limit_option(capsys, tmp_path):
+    user_file = tmp_path / "slow.py"
+    user_file.write_text("import time\n\ndef softmax(x):\n    time.sleep(5)\n    return x\n")
+    code, out, _ = run(capsys, f"{user_file}:softmax", "--kind", "softmax", "--time-limit", "0.2", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["ids"] == ["raised"] and "--time-limit" in data["findings"][0]["evidence"]
+
+
 @pytest.mark.parametrize(
     ("target", "extra", "message"),
     [

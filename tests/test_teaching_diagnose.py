@@ -43,8 +43,8 @@ EXTRA_IDS = {"raised", "mutates-input"}  # failures that are not a derivation mi
 
 
 def _torch_or_skip(entry: Impl) -> None:
-    if entry.style == "torch":
-        pytest.importorskip("torch")
+    if entry.style in ("torch", "jax"):
+        pytest.importorskip(entry.style)
 
 
 @pytest.mark.parametrize("entry", CORPUS, ids=lambda e: f"{e.kind}-{e.name}")
@@ -58,6 +58,7 @@ def test_corpus_entry_gets_exactly_its_mistakes(entry):
 @cache
 def _corpus_rates() -> dict:
     pytest.importorskip("torch")
+    pytest.importorskip("jax")
     return rates()
 
 
@@ -226,6 +227,20 @@ def test_time_is_guarded():
     d = diagnose(slow, "softmax", time_limit=0.3)
     assert time.perf_counter() - start < 3.0
     assert d.ids == ["raised"] and "timed out" in d.findings[0].evidence
+    assert "larger time_limit=" in d.findings[0].evidence
+
+
+def test_the_default_budget_lets_slow_first_calls_finish():
+    """A function whose first calls are slow (as under a JIT compiler) is still diagnosed."""
+    calls = []
+
+    def compiling(x):
+        calls.append(1)
+        if len(calls) <= 2:
+            time.sleep(3.0)  # together past the former 5 s budget
+        return sg.softmax(x)
+
+    assert diagnose(compiling, "softmax").ok
 
 
 def test_warnings_of_the_user_function_are_silenced(recwarn):

@@ -83,14 +83,14 @@ def _teaching_tour(out: Any) -> bool:
     out.print(f"[bold]softgrad derive cross_entropy --at 2 1 0.1[/]  ({steps})")
     for step in d.steps:
         out.print(f"  {step.rule:<24} {step.text}")
-    gradient = ", ".join(f"{g:.6f}" for g in d.at["gradient"])
+    gradient = ", ".join(f"{g:.6f}" for g in (d.at or {})["gradient"])
     out.print(f"  at x = (2, 1, 0.1), target 0:  S - y = ({gradient})")
 
     out.print("\n[bold]softgrad diagnose[/] on a gradient copied from a blog post: exp(z) / sum - onehot")
     found = diagnose(_blog_post_gradient, "cross_entropy_grad")
     for finding in found.findings:
-        topic, key = finding.step
-        out.print(f"  [red]✗ {finding.id}[/]: {finding.title}  (see derive('{topic}').step('{key}'))")
+        where = "" if finding.step is None else "  (see derive('{}').step('{}'))".format(*finding.step)
+        out.print(f"  [red]✗ {finding.id}[/]: {finding.title}{where}")
     fixed = diagnose(_fixed_gradient, "cross_entropy_grad")
     out.print(f"  with the max-shift and the 1/B: {'[green]correct' if fixed.ok else '[red]still wrong'}")
     out.print(

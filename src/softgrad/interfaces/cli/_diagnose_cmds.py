@@ -37,6 +37,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--reduction", default="mean", metavar="mean|sum", help="the loss's reduction over the batch"
     )
+    p.add_argument(
+        "--time-limit", type=float, default=None, metavar="SECONDS",
+        help="seconds for all the calls together (default 30)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_diagnose)
 
@@ -74,7 +78,8 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.kind not in KINDS:  # before running the user's file
         raise CLIError(f"--kind: expected one of {', '.join(KINDS)}; got {args.kind!r}")
     fn = load_function(args.target)
-    result = diagnose(fn, args.kind, takes=args.takes, reduction=args.reduction)
+    limit = {} if args.time_limit is None else {"time_limit": args.time_limit}
+    result = diagnose(fn, args.kind, takes=args.takes, reduction=args.reduction, **limit)
     if args.json:
         sys.stdout.write(result.to_json() + "\n")
     else:

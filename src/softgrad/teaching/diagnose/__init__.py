@@ -22,7 +22,9 @@ from ._run import observe_all
 
 __all__ = ["CATALOG", "Diagnosis", "Finding", "diagnose"]
 
-DEFAULT_TIME_LIMIT = 5.0
+# JIT compilers (JAX, torch.compile, Numba) make a correct function's first calls slow: 5 s was
+# spent by jax.nn.softmax on a loaded 2-core machine. The budget guards against endless loops.
+DEFAULT_TIME_LIMIT = 30.0
 
 
 def _check(fn: Any, kind: Any, takes: Any, reduction: Any, time_limit: Any) -> Kind:

@@ -92,7 +92,7 @@ def observe(fn: Callable[..., Any], probe: Probe, exact: np.ndarray, seconds_lef
         obs.output = to_array(result)
     except _TimeUp:
         obs.error, obs.error_type = (
-            f"timed out (the {seconds_left:.1f} s left of the time budget ran out)",
+            f"timed out (the {seconds_left:.1f} s left of the time budget ran out; {_MORE_TIME})",
             "timeout",
         )
     except Exception as exc:  # the user's code may raise anything: record it as evidence
@@ -106,6 +106,9 @@ def observe(fn: Callable[..., Any], probe: Probe, exact: np.ndarray, seconds_lef
     return obs
 
 
+_MORE_TIME = "a slow but finite function needs a larger time_limit= (command line: --time-limit)"
+
+
 def observe_all(
     fn: Callable[..., Any], probes: list[tuple[Probe, np.ndarray]], budget: float
 ) -> list[Observation]:
@@ -115,9 +118,8 @@ def observe_all(
     for probe, exact in probes:
         left = deadline - time.perf_counter()
         if left <= 0:
-            out.append(
-                Observation(probe, exact, error="skipped: the time budget was spent", error_type="timeout")
-            )
+            skipped = f"skipped: the time budget was spent ({_MORE_TIME})"
+            out.append(Observation(probe, exact, error=skipped, error_type="timeout"))
             continue
         out.append(observe(fn, probe, exact, left))
     return out
