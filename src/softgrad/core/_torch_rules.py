@@ -47,17 +47,27 @@ def as_tensor(result: Any, like: Tensor) -> Tensor:
     return torch.from_numpy(np.array(result, dtype=np.dtype(str(like.dtype).split(".")[-1]), copy=None))
 
 
-def loop_vmap(op: Any) -> Callable[..., tuple[Tensor, int]]:
-    """A vmap rule that applies ``op`` sample by sample (for ops without a cheaper rule)."""
+def loop_vmap(op: Any) -> Callable[..., tuple[Any, Any]]:
+    """A vmap rule that applies ``op`` sample by sample (for ops without a cheaper rule).
 
-    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any) -> tuple[Tensor, int]:
+    ``op`` returns a tensor or a tuple of tensors; each is stacked along a new dimension 0.
+    """
+
+    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any) -> tuple[Any, Any]:
         outs = []
         for i in range(info.batch_size):
             sample = [a.select(d, i) if d is not None else a for a, d in zip(args, in_dims, strict=True)]
             outs.append(op(*sample))
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*outs, strict=True)), (0,) * len(outs[0])
         return torch.stack(outs), 0
 
     return rule
+
+
+def batched(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """``t`` with its vmapped dimension first (expanded to ``size`` when it has none)."""
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
 
 
 def _rowwise_vmap(op: Any) -> Callable[..., tuple[Tensor, int]]:
