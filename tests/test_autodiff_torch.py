@@ -220,7 +220,7 @@ def test_bad_arguments():
         sgt.softmax(x, 2)
     W = torch.randn(5, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="class_weight must not require grad"):
-        sgt.linear_cross_entropy(x, W, torch.tensor([0, 1, 2]), class_weight=torch.ones(5, requires_grad=True))
+        sgt.linear_cross_entropy(x, W, torch.tensor([0, 1, 2]), class_weight=torch.ones(5).requires_grad_())
 
 
 def test_cross_entropy_loss_module():
