@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..core import _torch_rules as _core
 from ..core._computes import get
-from ..core._torch_rules import as_tensor, batched, loop_vmap, numpy_view, on_numpy
+from ..core._torch_rules import as_tensor, autograd_node, batched, loop_vmap, numpy_view, on_numpy
 
 _HVP_CHUNK_SHARE = 4  # the HVP holds four (chunk, C) arrays where the forward holds one
 
@@ -50,21 +50,21 @@ def class_dim(x: Tensor) -> int:
     return 1 if x.ndim >= 2 else 0
 
 
+def _compute(name: str, kernels: bool, *args: Any, **kwargs: Any) -> Any:
+    """softgrad's computation ``name`` on an op's arguments: its tensors as NumPy views where
+    ``kernels`` (CPU float32/float64 logits), detached tensors elsewhere; the rest as it is."""
+
+    def operand(a: Any) -> Any:
+        if not isinstance(a, Tensor):
+            return a
+        a = a.detach()
+        return numpy_view(a) if kernels and a.device.type == "cpu" and a.dtype != torch.bfloat16 else a
+
+    return get(name)(*map(operand, args), **{key: operand(a) for key, a in kwargs.items()})
+
+
 def _options(weight: Tensor | None, ignore_index: int, reduction: str, smoothing: float) -> dict:
-    return dict(
-        weight=None if weight is None else _operand(weight),
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=smoothing,
-    )
-
-
-def _operand(t: Tensor) -> Any:
-    """A tensor as softgrad computes on it: a NumPy view on the CPU, the tensor elsewhere."""
-    t = t.detach()
-    if t.device.type == "cpu" and t.dtype != torch.bfloat16:
-        return numpy_view(t)
-    return t
+    return dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
 
 
 def _batch_shape(x: Tensor) -> list[int]:
@@ -194,11 +194,7 @@ def cross_entropy_op(
     label_smoothing: float,
 ) -> Tensor:
     opts = _options(weight, ignore_index, reduction, label_smoothing)
-    logits = _operand(x) if on_numpy(x) else x.detach()
-    tgt = _operand(target) if on_numpy(x) else target.detach()
-    if not on_numpy(x) and weight is not None:
-        opts["weight"] = weight.detach()
-    return as_tensor(get("cross_entropy")(logits, tgt, class_dim(x), **opts), x).clone()
+    return as_tensor(_compute("cross_entropy", on_numpy(x), x, target, class_dim(x), **opts), x).clone()
 
 
 @cross_entropy_op.register_fake
@@ -242,20 +238,21 @@ def _loss_backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
     return dx, d_target, d_weight, None, None, None
 
 
-class CrossEntropy(torch.autograd.Function):
-    """One autograd node: the loss forward, the gradient kernel backward; torch.func-ready."""
+def _call_loss_op(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    return torch.ops.softgrad.cross_entropy(  # type: ignore[no-any-return]
+        x, target, weight, ignore_index, reduction, label_smoothing
+    )
 
-    generate_vmap_rule = True
 
-    @staticmethod
-    def forward(x: Tensor, target: Tensor, weight: Tensor | None, *options: Any) -> Tensor:
-        return torch.ops.softgrad.cross_entropy(x, target, weight, *options)  # type: ignore[no-any-return]
-
-    setup_context = staticmethod(_save_inputs)
-    backward = staticmethod(_loss_backward)
-
-
-cross_entropy = CrossEntropy.apply
+# One autograd node: the loss forward, the gradient kernel backward; torch.func-ready.
+cross_entropy = autograd_node("CrossEntropy", _call_loss_op, _save_inputs, _loss_backward).apply
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,13 +279,11 @@ def cross_entropy_backward_op(
     label_smoothing: float,
 ) -> Tensor:
     opts = _options(weight, ignore_index, reduction, label_smoothing)
-    if on_numpy(x):
+    if on_numpy(x):  # straight into the result's memory
         grad = torch.empty(x.shape, dtype=x.dtype)
-        get("cross_entropy_grad")(_operand(x), _operand(target), class_dim(x), **opts, out=grad.numpy())
+        _compute("cross_entropy_grad", True, x, target, class_dim(x), **opts, out=grad.numpy())
     else:
-        if weight is not None:
-            opts["weight"] = weight.detach()
-        grad = get("cross_entropy_grad")(x.detach(), target.detach(), class_dim(x), **opts).clone()
+        grad = _compute("cross_entropy_grad", False, x, target, class_dim(x), **opts).clone()
     return _scale(grad, g.detach(), x, reduction)
 
 
@@ -356,30 +351,24 @@ def _backward_backward(ctx: Any, v: Tensor) -> tuple[Any, ...]:
     return (dg, hv, d_target, d_weight, None, None, None)
 
 
-class CrossEntropyBackward(torch.autograd.Function):
-    """``g * dl/do`` as one node whose own backward is the HVP: the loss is twice differentiable."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        g: Tensor,
-        x: Tensor,
-        target: Tensor,
-        weight: Tensor | None,
-        ignore_index: int,
-        reduction: str,
-        label_smoothing: float,
-    ) -> Tensor:
-        return torch.ops.softgrad.cross_entropy_backward(  # type: ignore[no-any-return]
-            g, x, target, weight, ignore_index, reduction, label_smoothing
-        )
-
-    setup_context = staticmethod(_save_backward_inputs)
-    backward = staticmethod(_backward_backward)
+def _call_backward_op(
+    g: Tensor,
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    return torch.ops.softgrad.cross_entropy_backward(  # type: ignore[no-any-return]
+        g, x, target, weight, ignore_index, reduction, label_smoothing
+    )
 
 
-cross_entropy_backward = CrossEntropyBackward.apply
+# ``g * dl/do`` as one node whose own backward is the HVP: the loss is twice differentiable.
+cross_entropy_backward = autograd_node(
+    "CrossEntropyBackward", _call_backward_op, _save_backward_inputs, _backward_backward
+).apply
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,14 +386,9 @@ def cross_entropy_hvp(
     label_smoothing: float,
 ) -> Tensor:
     """``H v`` of the loss; for ``"none"`` that of the sum of the rows (``v`` already scaled)."""
-    rule = "sum" if reduction == "none" else reduction
-    opts = _options(weight, ignore_index, rule, label_smoothing)
-    if on_numpy(x, v):
-        hv = get("cross_entropy_hvp")(_operand(x), _operand(target), _operand(v), class_dim(x), **opts)
-        return as_tensor(hv, x).clone()
-    if weight is not None:
-        opts["weight"] = weight.detach()
-    return get("cross_entropy_hvp")(x.detach(), target.detach(), v.detach(), class_dim(x), **opts).clone()
+    opts = _options(weight, ignore_index, "sum" if reduction == "none" else reduction, label_smoothing)
+    hv = _compute("cross_entropy_hvp", on_numpy(x, v), x, target, v, class_dim(x), **opts)
+    return as_tensor(hv, x).clone()
 
 
 @cross_entropy_hvp.register_fake
@@ -453,12 +437,9 @@ def linear_cross_entropy_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The loss and, with ``want_grad``, ``(dx, dW, db)`` from one chunked pass (else empty)."""
     opts = _options(weight, ignore_index, reduction, label_smoothing)
-    if not on_numpy(x, W):
-        opts["weight"] = None if weight is None else weight.detach()
-    operand = _operand if on_numpy(x, W) else (lambda t: t.detach())
-    result = get("linear_cross_entropy")(
-        operand(x), operand(W), operand(target), None if b is None else operand(b), **opts,
-        sample_weight=None if sample_weight is None else operand(sample_weight), return_grad=want_grad,
+    result = _compute(
+        "linear_cross_entropy", on_numpy(x, W), x, W, target, b, **opts,
+        sample_weight=sample_weight, return_grad=want_grad,
     )
     if not want_grad:
         empty = x.new_empty(0)
@@ -502,38 +483,40 @@ def _(info: Any, in_dims: tuple, x: Tensor, W: Tensor, target: Tensor, b: Tensor
     return (loss, empty, empty.clone(), empty.clone()), (0, 0, 0, 0)
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """The loss forward; for ``"mean"``/``"sum"`` the gradients come from the same chunked pass
-    and the backward only scales them, for ``"none"`` the backward runs the pass again with the
-    cotangent as row weights. The backward is itself a node (:class:`LinearCrossEntropyBackward`)
-    whose backward is the chunked HVP: twice differentiable."""
+def _call_linear_op(
+    x: Tensor,
+    W: Tensor,
+    target: Tensor,
+    b: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    sample_weight: Tensor | None,
+    want_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.ops.softgrad.linear_cross_entropy(  # type: ignore[no-any-return]
+        x, W, target, b, weight, ignore_index, reduction, label_smoothing, sample_weight, want_grad
+    )
 
-    generate_vmap_rule = True
 
-    @staticmethod
-    def forward(
-        x: Tensor, W: Tensor, target: Tensor, b: Tensor | None, weight: Tensor | None, *options: Any
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return torch.ops.softgrad.linear_cross_entropy(  # type: ignore[no-any-return]
-            x, W, target, b, weight, *options
-        )
+def _save_linear(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    x, W, target, b, weight, *options = inputs
+    ctx.options = tuple(options)
+    ctx.has_bias = b is not None
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.save_for_backward(x, W, target, b, weight, *output[1:])
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        x, W, target, b, weight, *options = inputs
-        ctx.options = tuple(options)
-        ctx.has_bias = b is not None
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, W, target, b, weight, *output[1:])
 
-    @staticmethod
-    def backward(ctx: Any, g: Tensor, *unused: Any) -> tuple[Any, ...]:
-        ignore_index, reduction, label_smoothing, _, in_forward = ctx.options
-        x, W, target, b, weight, dx, dW, db = ctx.saved_tensors
-        dx, dW, db = LinearCrossEntropyBackward.apply(
-            g, x, W, target, b, weight, ignore_index, reduction, label_smoothing, dx, dW, db, in_forward
-        )
-        return dx, dW, None, db if ctx.has_bias else None, None, None, None, None, None, None
+def _linear_backward(ctx: Any, g: Tensor, *unused: Any) -> tuple[Any, ...]:
+    """For ``"mean"``/``"sum"`` the forward's gradients scaled, for ``"none"`` the chunked pass
+    again with the cotangent as row weights; one node whose backward is the chunked HVP."""
+    ignore_index, reduction, label_smoothing, _, in_forward = ctx.options
+    x, W, target, b, weight, dx, dW, db = ctx.saved_tensors
+    dx, dW, db = LinearCrossEntropyBackward.apply(
+        g, x, W, target, b, weight, ignore_index, reduction, label_smoothing, dx, dW, db, in_forward
+    )
+    return dx, dW, None, db if ctx.has_bias else None, None, None, None, None, None, None
 
 
 class LinearCrossEntropyBackward(torch.autograd.Function):
@@ -573,6 +556,11 @@ class LinearCrossEntropyBackward(torch.autograd.Function):
             g, x, W, target, b, weight, *ctx.options, ux, uW, ub
         )
         return (dg, dx, dW, None, db if ctx.has_bias else None) + (None,) * 8
+
+
+# The loss forward (with the gradients when wanted); the backward is itself a node
+# (LinearCrossEntropyBackward) whose backward is the chunked HVP: twice differentiable.
+_linear_node = autograd_node("LinearCrossEntropy", _call_linear_op, _save_linear, _linear_backward).apply
 
 
 @torch.library.custom_op("softgrad::linear_cross_entropy_hvp", mutates_args=())
@@ -666,7 +654,7 @@ def linear_cross_entropy(
 ) -> Tensor:
     wants = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, W, b))
     in_forward = wants and reduction != "none"
-    outputs = LinearCrossEntropy.apply(
+    outputs = _linear_node(
         x, W, target, b, weight, ignore_index, reduction, label_smoothing, None, in_forward
     )
     return outputs[0]  # type: ignore[no-any-return]
