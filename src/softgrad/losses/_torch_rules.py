@@ -616,9 +616,8 @@ def linear_cross_entropy_hvp_op(
 
 
 def _hvp_chunk(n_classes: int, itemsize: int) -> int:
-    from ._linear_chunks import check_chunk_size
-
-    return max(1, check_chunk_size(None, n_classes, itemsize) // _HVP_CHUNK_SHARE)
+    """Rows per chunk: the forward's rule (through the table: no import cycle), shared by four."""
+    return max(1, get("linear_chunk_size")(None, n_classes, itemsize) // _HVP_CHUNK_SHARE)
 
 
 def _linear_row_cotangent(
