@@ -13,7 +13,8 @@ on top of its inputs:
 
 Variants: ``fused`` (softgrad.linear_cross_entropy, default chunk), ``unfused`` (logits = x W^T + b,
 softgrad.cross_entropy_value_and_grad on them, then the two products), ``torch`` (PyTorch CPU,
-F.cross_entropy on the full logits and autograd), if PyTorch is installed.
+F.cross_entropy on the full logits and autograd) and ``sgt`` (softgrad.torch.linear_cross_entropy
+and ``.backward()``, the autograd node), if PyTorch is installed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _run(variant: str, B: int, N: int, T: int, chunk: int | None) -> dict:
     import softgrad as sg
 
     x, W, b, y = _inputs(B, N, T)
-    if variant == "torch":
+    if variant in ("torch", "sgt"):
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
@@ -69,6 +70,13 @@ def _run(variant: str, B: int, N: int, T: int, chunk: int | None) -> dict:
         del z
         grads = (g @ W, g.T @ x, g.sum(axis=0))
         del g
+    elif variant == "sgt":
+        import softgrad.torch as sgt
+
+        lt = sgt.linear_cross_entropy(xt, Wt, yt, bt)
+        lt.backward()
+        loss = lt.item()
+        grads = (xt.grad.numpy(), Wt.grad.numpy(), bt.grad.numpy())
     else:
         lt = torch.nn.functional.cross_entropy(xt @ Wt.T + bt, yt)
         lt.backward()
@@ -82,7 +90,7 @@ def _run(variant: str, B: int, N: int, T: int, chunk: int | None) -> dict:
     return {
         "variant": variant,
         "seconds": seconds,
-        "tracemalloc_peak": peak if variant != "torch" else None,
+        "tracemalloc_peak": peak if variant not in ("torch", "sgt") else None,
         "rss_extra": maxrss - rss0,
         "outputs": outputs,
         "loss": float(loss),
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--N", type=int, default=1024)
     parser.add_argument("--T", type=int, default=32000)
     parser.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default: softgrad's)")
-    parser.add_argument("--variants", default="fused,unfused,torch")
+    parser.add_argument("--variants", default="fused,unfused,torch,sgt")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rows = []
     for variant in args.variants.split(","):
-        if variant == "torch":
+        if variant in ("torch", "sgt"):
             try:
                 import torch  # noqa: F401
             except ImportError:
@@ -125,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     logits = args.B * args.T * 4
-    from softgrad.losses.linear import _check_chunk_size
+    from softgrad.losses._linear_chunks import check_chunk_size
 
-    chunk = args.chunk_size or _check_chunk_size(None, args.T, 4)
+    chunk = args.chunk_size or check_chunk_size(None, args.T, 4)
     table = Table(
         title=f"linear cross-entropy with gradients, B={args.B} N={args.N} T={args.T} float32 "
         f"(full logits {logits / 2**20:.0f} MiB; fused chunk {chunk} rows = "

@@ -218,8 +218,9 @@ def test_bad_arguments():
         sgt.cross_entropy(x, torch.tensor([0, 7, 2]))
     with pytest.raises(ValueError, match="dim=2 is out of range"):
         sgt.softmax(x, 2)
-    with pytest.raises(ValueError, match="target must not require grad"):
-        sgt.cross_entropy(x, torch.rand(3, 4, dtype=torch.float64, requires_grad=True))
+    W = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="class_weight must not require grad"):
+        sgt.linear_cross_entropy(x, W, torch.tensor([0, 1, 2]), class_weight=torch.ones(5).requires_grad_())
 
 
 def test_cross_entropy_loss_module():

@@ -10,8 +10,9 @@ closed form:
 
 so it keeps softgrad's accuracy (the confident gradient: float32 logits ``[40, 0, 0, 0]``,
 target 0 give ``-1.2745e-17``, where autograd through ``softmax`` gives 0), saves no ``(N, C)``
-buffer for the backward, is twice differentiable, and works under ``torch.compile(fullgraph=True)``
-and ``torch.func`` (``grad``, ``vmap``). CPU float32/float64 tensors reach the NumPy kernels as
+buffer for the backward, is twice differentiable (reverse over reverse), and works under
+``torch.compile(fullgraph=True)`` and ``torch.func`` (``grad``, ``vmap``: the cross-entropy ops
+fold the vmapped dimension into their rows). CPU float32/float64 tensors reach the NumPy kernels as
 zero-copy views; other devices take the array-API path on the tensor itself.
 
 Examples
@@ -120,8 +121,17 @@ def cross_entropy(
     the number of rows (probability targets). Out-of-range class indices raise ``ValueError``
     when the kernel runs (CPU); nothing is checked while tracing, so ``torch.compile`` sees one
     graph. The gradient is computed from the logits in the backward (top-1 form for the
-    confident class); only references to the inputs are kept. The target and ``weight`` are not
-    differentiated (``ValueError`` if they require grad).
+    confident class); only references to the inputs are kept. Probability targets and
+    ``weight`` are differentiated too, in closed form (:math:`s_i` the reduction's row factor,
+    :math:`q' = (1-\varepsilon) q + \varepsilon/C`, :math:`n_c` the kept rows of class ``c``):
+
+    .. math:: \frac{\partial \ell}{\partial q_{ic}} = -s_i (1-\varepsilon) w_c \log p_{ic}, \qquad
+              \frac{\partial \ell}{\partial w_c} = -\textstyle\sum_i s_i q'_{ic} \log p_{ic}
+              - [\text{mean, index targets}]\; s\, \ell\, n_c
+
+    Twice differentiable in all three (reverse over reverse: ``torch.autograd.grad`` with
+    ``create_graph=True``). Under ``torch.func.vmap`` the batch is folded into the rows: one
+    kernel call for all samples.
 
     Examples
     --------
@@ -139,9 +149,6 @@ def cross_entropy(
         _floating(weight, "weight")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
-    for name, t in (("target", target), ("weight", weight)):
-        if t is not None and t.requires_grad and torch.is_grad_enabled():
-            raise ValueError(f"{name} must not require grad: softgrad.torch differentiates the logits only")
     return _loss_rules.cross_entropy(
         x, target, weight, int(ignore_index), str(reduction), float(label_smoothing)
     )
@@ -168,7 +175,13 @@ def linear_cross_entropy(
     same pass when a gradient is wanted, and the backward only scales them; for ``"none"`` the
     backward runs the chunked pass again, with the cotangent as row weights. ``input`` is
     ``(N, in_features)``, ``weight`` ``(C, in_features)`` as for ``F.linear``; ``class_weight``
-    is ``F.cross_entropy``'s ``weight``. Differentiable once (no HVP).
+    is ``F.cross_entropy``'s ``weight``. Twice differentiable in ``input``, ``weight`` and
+    ``bias``: the backward is itself a node whose backward is the chunked Hessian-vector product
+    (the logits' tangent ``u_x W^T + x u_W^T + u_b`` and their HVP formed chunk by chunk, so the
+    double backward never holds the ``(N, C)`` logits either). ``target`` and ``class_weight``
+    are not differentiated (``ValueError`` if they require grad). Under ``torch.func.vmap`` the
+    loss alone folds the batch into the rows (one chunked pass); gradients (``vmap(grad(...))``)
+    run member by member, since each member needs its own ``dW``.
 
     Examples
     --------
@@ -191,6 +204,11 @@ def linear_cross_entropy(
         _floating(class_weight, "class_weight")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    for name, t in (("target", target), ("class_weight", class_weight)):
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                f"{name} must not require grad: linear_cross_entropy differentiates input, weight and bias"
+            )
     return _loss_rules.linear_cross_entropy(
         x, weight, target, bias, class_weight, int(ignore_index), str(reduction), float(label_smoothing)
     )

@@ -47,17 +47,41 @@ def as_tensor(result: Any, like: Tensor) -> Tensor:
     return torch.from_numpy(np.array(result, dtype=np.dtype(str(like.dtype).split(".")[-1]), copy=None))
 
 
-def loop_vmap(op: Any) -> Callable[..., tuple[Tensor, int]]:
-    """A vmap rule that applies ``op`` sample by sample (for ops without a cheaper rule)."""
+def loop_vmap(op: Any) -> Callable[..., tuple[Any, Any]]:
+    """A vmap rule that applies ``op`` sample by sample (for ops without a cheaper rule).
 
-    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any) -> tuple[Tensor, int]:
+    ``op`` returns a tensor or a tuple of tensors; each is stacked along a new dimension 0.
+    """
+
+    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any) -> tuple[Any, Any]:
         outs = []
         for i in range(info.batch_size):
             sample = [a.select(d, i) if d is not None else a for a, d in zip(args, in_dims, strict=True)]
             outs.append(op(*sample))
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*outs, strict=True)), (0,) * len(outs[0])
         return torch.stack(outs), 0
 
     return rule
+
+
+def batched(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """``t`` with its vmapped dimension first (expanded to ``size`` when it has none)."""
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def autograd_node(name: str, forward: Any, setup_context: Any, backward: Any) -> Any:
+    """One autograd node: ``forward`` calls a custom op, ``setup_context`` saves what
+    ``backward`` (the closed form) needs; ``generate_vmap_rule`` hands ``torch.func`` the op's
+    own vmap rule. ``forward`` spells out the op's parameters: torch.compile fails on a node
+    with a ``*args`` forward applied inside another node's backward."""
+    members = dict(
+        generate_vmap_rule=True,
+        forward=staticmethod(forward),
+        setup_context=staticmethod(setup_context),
+        backward=staticmethod(backward),
+    )
+    return type(name, (torch.autograd.Function,), members)
 
 
 def _rowwise_vmap(op: Any) -> Callable[..., tuple[Tensor, int]]:
@@ -70,17 +94,22 @@ def _rowwise_vmap(op: Any) -> Callable[..., tuple[Tensor, int]]:
     return rule
 
 
+def _same_shape(name: str, x: Tensor, dim: int) -> Tensor:
+    """softgrad's ``name`` (a result of ``x``'s shape): into a new tensor's memory on the CPU."""
+    if on_numpy(x):
+        out = torch.empty(x.shape, dtype=x.dtype)
+        get(name)(numpy_view(x), dim, out=out.numpy())
+        return out
+    return get(name)(x.detach(), dim)  # type: ignore[no-any-return]
+
+
 # ----------------------------------------------------------------------------------------------
 # softmax
 
 
 @torch.library.custom_op("softgrad::softmax", mutates_args=())
 def softmax_op(x: Tensor, dim: int) -> Tensor:
-    if on_numpy(x):
-        out = torch.empty(x.shape, dtype=x.dtype)
-        get("softmax")(numpy_view(x), dim, out=out.numpy())
-        return out
-    return get("softmax")(x.detach(), dim)
+    return _same_shape("softmax", x, dim)
 
 
 @softmax_op.register_fake
@@ -101,20 +130,11 @@ def _softmax_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
 softmax_op.register_vmap(_rowwise_vmap(softmax_op))
 
 
-class Softmax(torch.autograd.Function):
-    """One autograd node: the op forward, the closed-form backward; torch.func-ready."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, dim: int) -> Tensor:
-        return torch.ops.softgrad.softmax(x, dim)  # type: ignore[no-any-return]
-
-    setup_context = staticmethod(_save_output)
-    backward = staticmethod(_softmax_backward)
+def _call_softmax(x: Tensor, dim: int) -> Tensor:
+    return torch.ops.softgrad.softmax(x, dim)  # type: ignore[no-any-return]
 
 
-softmax = Softmax.apply
+softmax = autograd_node("Softmax", _call_softmax, _save_output, _softmax_backward).apply
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,11 +143,7 @@ softmax = Softmax.apply
 
 @torch.library.custom_op("softgrad::log_softmax", mutates_args=())
 def log_softmax_op(x: Tensor, dim: int) -> Tensor:
-    if on_numpy(x):
-        out = torch.empty(x.shape, dtype=x.dtype)
-        get("log_softmax")(numpy_view(x), dim, out=out.numpy())
-        return out
-    return get("log_softmax")(x.detach(), dim)
+    return _same_shape("log_softmax", x, dim)
 
 
 @log_softmax_op.register_fake
@@ -143,18 +159,11 @@ def _log_softmax_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
 log_softmax_op.register_vmap(_rowwise_vmap(log_softmax_op))
 
 
-class LogSoftmax(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, dim: int) -> Tensor:
-        return torch.ops.softgrad.log_softmax(x, dim)  # type: ignore[no-any-return]
-
-    setup_context = staticmethod(_save_output)
-    backward = staticmethod(_log_softmax_backward)
+def _call_log_softmax(x: Tensor, dim: int) -> Tensor:
+    return torch.ops.softgrad.log_softmax(x, dim)  # type: ignore[no-any-return]
 
 
-log_softmax = LogSoftmax.apply
+log_softmax = autograd_node("LogSoftmax", _call_log_softmax, _save_output, _log_softmax_backward).apply
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,18 +209,11 @@ def _logsumexp_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
 logsumexp_op.register_vmap(_rowwise_vmap(logsumexp_op))
 
 
-class LogSumExp(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, dim: int, keepdim: bool) -> Tensor:
-        return torch.ops.softgrad.logsumexp(x, dim, keepdim)  # type: ignore[no-any-return]
-
-    setup_context = staticmethod(_save_input_output)
-    backward = staticmethod(_logsumexp_backward)
+def _call_logsumexp(x: Tensor, dim: int, keepdim: bool) -> Tensor:
+    return torch.ops.softgrad.logsumexp(x, dim, keepdim)  # type: ignore[no-any-return]
 
 
-logsumexp = LogSumExp.apply
+logsumexp = autograd_node("LogSumExp", _call_logsumexp, _save_input_output, _logsumexp_backward).apply
 
 
 def positive_dim(dim: int, ndim: int, name: str = "dim") -> int:

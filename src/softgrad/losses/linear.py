@@ -112,3 +112,4 @@ def linear_cross_entropy(
 
 
 _computes.register("linear_cross_entropy")(linear_cross_entropy)  # for the autodiff rules
+_computes.register("linear_chunk_size")(_linear_chunks.check_chunk_size)  # the torch HVP's chunks
