@@ -27,8 +27,7 @@ float32 that fixed traffic alone costs more than XLA's whole forward+backward
 (``benchmarks/bench_autodiff.py`` notes the numbers), so it never pays on CPU.
 
 A class index outside ``[0, C)`` that is not ``ignore_index`` (nothing checks it under ``jit``)
-gives its row a NaN loss and gradient; with ``reduction="mean"`` the denominator is then NaN
-and so is every entry, as in the reference.
+gives its row a NaN loss and gradient (and so a NaN sum or mean), as the reference does.
 """
 
 from __future__ import annotations
@@ -93,14 +92,14 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
     others = jnp.sum(e, axis=-1)
     total = others + jnp.exp(s_y)
     row_loss = jnp.where(s_y == 0, jnp.log1p(others), jnp.log(total) - s_y)
+    row_loss = jnp.where(s_y == -jnp.inf, jnp.full_like(row_loss, jnp.inf), row_loss)  # also all -inf rows
     wy = _row_weights(problem, col, valid, in_range, row_loss.dtype)
     loss, scale = _reduce(problem, wy, row_loss)
     if not want_grad:
         return loss, None
     safe = jnp.where(total == 0, jnp.ones_like(total), total)  # all -inf rows: no direction
-    at_y = jnp.where(scale == 0, jnp.zeros_like(scale), -(others / safe) * scale)
-    g = jnp.where(hot, at_y[:, None], e * (scale / safe)[:, None])
-    return loss, jnp.where((scale == 0)[:, None], jnp.zeros_like(e), g)
+    at_y = -(others / safe) * scale  # a NaN row stays NaN even when ignored, as the reference and PyTorch
+    return loss, jnp.where(hot, at_y[:, None], e * (scale / safe)[:, None])
 
 
 def _row_weights(problem: _Problem, col: Any, valid: Any, in_range: Any, dtype: Any) -> Any:
@@ -121,7 +120,10 @@ def _reduce(problem: _Problem, wy: Any, row_loss: Any) -> tuple[Any, Any]:
     total = jnp.sum(jnp.astype(rows, compute))
     if reduction == "sum":
         return jnp.astype(total, dtype), wy
-    denom = jnp.sum(jnp.astype(wy, compute))
+    # a row with a bad class index counts as the reference counts it: 1 without class weights
+    # (the other rows' gradients stay finite), NaN with them (its weight is unknown)
+    counted = wy if problem.opts.weight is not None else jnp.where(jnp.isnan(wy), jnp.ones_like(wy), wy)
+    denom = jnp.sum(jnp.astype(counted, compute))
     safe = jnp.where(denom == 0, jnp.ones_like(denom), denom)
     loss = jnp.where(denom == 0, jnp.full_like(denom, jnp.nan), total / safe)  # all ignored: NaN
     scale = jnp.where(denom == 0, jnp.zeros_like(wy), wy / jnp.astype(safe, wy.dtype))
