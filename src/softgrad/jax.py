@@ -6,6 +6,16 @@ is a ``jax.custom_jvp`` whose primal is softgrad's computation and whose tangent
 form; it works under ``jit``, ``vmap``, ``grad`` and the JVP of a gradient (HVP), and stays
 accurate in float32 with x64 off (the confident gradient in its top-1 form).
 
+Speed: the cross-entropy with class indices (float32/float64 logits, any ``weight``,
+``ignore_index`` and reduction, no label smoothing) computes loss and gradient together in one
+lean XLA pass (:mod:`softgrad.losses._jax_fast`: one shift by the row maximum, one ``exp`` of
+the logits, the target entry as minus the sum of the other probabilities), on every platform,
+and ``jax.grad`` runs it once; the loss's tangent is ``<grad, dv>``, the HVP enters only with
+the JVP of a gradient. Label smoothing and probability targets run softgrad's array-API
+reference traced by JAX. There is no CPU kernel path: called through ``jax.pure_callback``,
+softgrad's Numba kernel would get the logits copied in and the gradient copied out, which
+costs more than XLA's whole forward and backward (``docs/performance.md``, "Inside JAX").
+
 Examples
 --------
 >>> import jax, jax.numpy as jnp
@@ -88,7 +98,9 @@ def cross_entropy(
 
     Differentiable in ``logits`` and in probability targets; integer targets and ``weight`` are
     constants. Under ``jit`` class indices are not checked (no host sync): an index outside
-    ``[0, C)`` that is not ``ignore_index`` makes its row's loss and gradient NaN (and so a mean NaN).
+    ``[0, C)`` that is not ``ignore_index`` makes its row's loss and gradient NaN (and so a sum
+    or mean NaN; with ``reduction="mean"`` and ``weight`` every gradient entry, since that
+    row's share of the denominator is unknown).
 
     Examples
     --------

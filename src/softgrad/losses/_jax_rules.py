@@ -1,7 +1,10 @@
 r"""Cross-entropy as a JAX function with closed-form derivatives (``jax.custom_jvp``).
 
-The loss and its gradient are two ``custom_jvp`` functions whose primal is softgrad's array-API
-code on the JAX arrays (traceable: ``jit``, ``vmap``):
+The loss and its gradient are two ``custom_jvp`` functions. Their primal, for class indices
+without label smoothing, is the lean XLA computation of :mod:`._jax_fast` (loss and gradient
+from one ``exp`` of the logits); otherwise softgrad's array-API code on the JAX arrays
+(traceable: ``jit``, ``vmap``). The loss's tangent is ``<grad, dx>`` from ``value_and_grad``'s
+primal, so ``jax.grad`` of the loss runs that primal once and nothing else:
 
 .. math:: \dot\ell = \langle \nabla_o \ell, \dot o\rangle
               - (1 - \varepsilon)\, c\, \langle w \dot t, \log p\rangle, \qquad
