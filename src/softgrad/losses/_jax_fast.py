@@ -11,9 +11,11 @@ fewest XLA operations that keep softgrad's accuracy:
           \frac{\partial \ell}{\partial o_j} = \frac{e_j}{Z}\ (j \ne y), \quad
           \frac{\partial \ell}{\partial o_y} = -\frac{S}{Z}
 
-``e`` without its target entry is the one (R, C) temporary: computed once, summed, then
-scaled into the gradient (XLA's CPU reductions read a materialized input, so a second masked
-array for ``S`` would cost a full extra pass). The target
+``e`` without its target entry is the one (R, C) temporary: computed once, its target entries
+zeroed in place, summed, then scaled into the gradient, whose target entries are written in
+place too (XLA's CPU reductions read a materialized input, so a masked second array for ``S``
+would cost a full extra pass; a select against an ``iota`` in the elementwise passes cost
+about 25% at (4096, 32000)). The same passes as XLA's autodiff of optax's formula. The target
 entry is :math:`-S/Z`, never ``p_y - 1``, and a confident row's loss comes through ``log1p``:
 accurate in float32 with x64 off (float32 logits ``[20, 0, 0, 0]``: ``-6.18e-9``, where
 autodiff of ``log_softmax`` gives 0). Class weights, ``ignore_index`` and the three reductions
@@ -84,10 +86,10 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
     top = jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))  # all -inf rows: e = 0
     valid = y != problem.opts.ignore_index
     in_range = (y >= 0) & (y < n)
-    col = jnp.where(valid & in_range, y, jnp.zeros_like(y))
-    hot = jnp.arange(n, dtype=col.dtype) == col[:, None]
+    col = jnp.where(valid & in_range, y, jnp.zeros_like(y))  # ignored rows: any column will do
+    rows = jnp.arange(x.shape[0])
     # e without its target entry: the one (R, C) temporary, reduced and scaled in place
-    e = jnp.where(hot, jnp.zeros_like(x), jnp.exp(x - top))
+    e = _put(jnp.exp(x - top), rows, col, jnp.zeros(col.shape, x.dtype))
     s_y = jnp.take_along_axis(x, col[:, None], axis=-1)[:, 0] - top[:, 0]
     others = jnp.sum(e, axis=-1)
     total = others + jnp.exp(s_y)
@@ -99,7 +101,12 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
         return loss, None
     safe = jnp.where(total == 0, jnp.ones_like(total), total)  # all -inf rows: no direction
     at_y = -(others / safe) * scale  # a NaN row stays NaN even when ignored, as the reference and PyTorch
-    return loss, jnp.where(hot, at_y[:, None], e * (scale / safe)[:, None])
+    return loss, _put(e * (scale / safe)[:, None], rows, col, at_y)
+
+
+def _put(a: Any, rows: Any, col: Any, values: Any) -> Any:
+    """``a`` with ``a[i, col[i]] = values[i]``: one entry per row, written in place by XLA."""
+    return a.at[rows, col].set(values, indices_are_sorted=True, unique_indices=True)
 
 
 def _row_weights(problem: _Problem, col: Any, valid: Any, in_range: Any, dtype: Any) -> Any:
