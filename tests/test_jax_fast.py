@@ -281,3 +281,24 @@ def test_float32_with_x64_off():
     assert row0 == pytest.approx(np.log1p(3 * np.exp(-20.0)), rel=1e-6)
     assert loss == pytest.approx(2 * np.log1p(3 * np.exp(-20.0)), rel=1e-6)
     assert naive == 0.0
+
+
+@pytest.mark.parametrize("n_classes", [_jax_fast.SELECT_MAX, _jax_fast.SELECT_MAX + 1, 200])
+def test_long_rows_scatter_form(n_classes):
+    """Rows longer than SELECT_MAX zero and write the target entries by scatters: the same values."""
+    x, y = _x((7, n_classes), 11), _labels(7, n_classes, 12)
+    y = y.at[3].set(-100)
+    w = jnp.asarray(np.random.default_rng(13).uniform(0.5, 2.0, n_classes))
+    x = x.at[1, y[1]].set(50.0)  # a confident row: the top-1 form at the target
+
+    def ours(o):
+        return sgj.cross_entropy(o, y, weight=w)
+
+    def plain(o):
+        return _plain(o, y, w)
+
+    loss, grad = jax.jit(jax.value_and_grad(ours))(x)
+    np.testing.assert_allclose(loss, plain(x), rtol=1e-13)
+    np.testing.assert_allclose(grad, jax.grad(plain)(x), rtol=1e-12, atol=1e-16)
+    np_loss, np_grad = sg.cross_entropy_value_and_grad(np.asarray(x), np.asarray(y), weight=np.asarray(w))
+    np.testing.assert_allclose(grad, np_grad, rtol=1e-12, atol=1e-30)  # the confident entry too

@@ -41,6 +41,11 @@ import jax.numpy as jnp
 from ..core._computes import get
 from .cross_entropy import _prepare, _Problem
 
+SELECT_MAX = 64
+"""Up to this many classes the target entries of ``e`` are zeroed by a select against an
+``iota`` in its elementwise pass, above it by an in-place scatter: measured (interleaved, CPU)
+select 4.3 ms vs scatter 5.1 ms at (65536, 10), and 1242 ms vs 1016 ms at (4096, 32000)."""
+
 
 def plan(
     x: Any, target: Any, weight: Any, axis: int, ignore_index: int, reduction: str, eps: float
@@ -89,7 +94,10 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
     col = jnp.where(valid & in_range, y, jnp.zeros_like(y))  # ignored rows: any column will do
     rows = jnp.arange(x.shape[0])
     # e without its target entry: the one (R, C) temporary, reduced and scaled in place
-    e = _put(jnp.exp(x - top), rows, col, jnp.zeros(col.shape, x.dtype))
+    if n <= SELECT_MAX:  # short rows: a select in the exp pass is cheaper than a scatter per row
+        e = jnp.where(jnp.arange(n, dtype=col.dtype) == col[:, None], jnp.zeros_like(x), jnp.exp(x - top))
+    else:
+        e = _put(jnp.exp(x - top), rows, col, jnp.zeros(col.shape, x.dtype))
     s_y = jnp.take_along_axis(x, col[:, None], axis=-1)[:, 0] - top[:, 0]
     others = jnp.sum(e, axis=-1)
     total = others + jnp.exp(s_y)
