@@ -301,4 +301,5 @@ def test_long_rows_scatter_form(n_classes):
     np.testing.assert_allclose(loss, plain(x), rtol=1e-13)
     np.testing.assert_allclose(grad, jax.grad(plain)(x), rtol=1e-12, atol=1e-16)
     np_loss, np_grad = sg.cross_entropy_value_and_grad(np.asarray(x), np.asarray(y), weight=np.asarray(w))
+    np.testing.assert_allclose(loss, np_loss, rtol=1e-13)
     np.testing.assert_allclose(grad, np_grad, rtol=1e-12, atol=1e-30)  # the confident entry too
