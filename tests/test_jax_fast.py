@@ -303,3 +303,48 @@ def test_long_rows_scatter_form(n_classes):
     np_loss, np_grad = sg.cross_entropy_value_and_grad(np.asarray(x), np.asarray(y), weight=np.asarray(w))
     np.testing.assert_allclose(loss, np_loss, rtol=1e-13)
     np.testing.assert_allclose(grad, np_grad, rtol=1e-12, atol=1e-30)  # the confident entry too
+
+
+def _plain_linear(x, W, b, t, reduction):
+    return _plain(x @ W.T + b, t, reduction=reduction)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_cross_entropy_against_autodiff_of_the_formula(reduction):
+    rng = np.random.default_rng(21)
+    x, W = jnp.asarray(rng.normal(size=(11, 5))), jnp.asarray(rng.normal(size=(7, 5)))
+    b, t = jnp.asarray(rng.normal(size=7)), _labels(11, 7, 22).at[4].set(-100)
+
+    def ours(x, W, b):
+        return jnp.sum(sgj.linear_cross_entropy(x, W, t, b, reduction=reduction, chunk_size=4))
+
+    def plain(x, W, b):
+        return jnp.sum(_plain_linear(x, W, b, t, reduction))
+
+    np.testing.assert_allclose(
+        sgj.linear_cross_entropy(x, W, t, b, reduction=reduction, chunk_size=4),
+        _plain_linear(x, W, b, t, reduction), rtol=1e-13,
+    )
+    grads = jax.jit(jax.grad(ours, (0, 1, 2)))(x, W, b)
+    for a, r in zip(grads, jax.grad(plain, (0, 1, 2))(x, W, b), strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-14)
+    xs = jnp.stack([x, 2 * x])  # vmap over a batch of problems sharing W and b
+    per = jax.vmap(jax.grad(ours, (0, 1)), in_axes=(0, None, None))(xs, W, b)
+    for k in range(2):
+        ref = jax.grad(plain, (0, 1))(xs[k], W, b)
+        np.testing.assert_allclose(per[0][k], ref[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(per[1][k], ref[1], rtol=1e-12, atol=1e-14)
+
+
+def test_linear_cross_entropy_never_forms_the_logits():
+    """No (N, C) array in the jaxpr of the value and gradient (N = 64 rows, C = 48, chunks of 8)."""
+    x, W, t = jnp.ones((64, 5)), jnp.ones((48, 5)), jnp.zeros(64, dtype=int)
+    def loss(x, W):
+        return sgj.linear_cross_entropy(x, W, t, chunk_size=8)
+
+    jaxpr = str(jax.make_jaxpr(jax.value_and_grad(loss, (0, 1)))(x, W))
+    assert "[8,48]" in jaxpr and "[64,48]" not in jaxpr
+    with pytest.raises(ValueError, match="weight"):
+        sgj.linear_cross_entropy(x, jnp.ones((48, 4)), t)
+    with pytest.raises(ValueError, match="target"):
+        sgj.linear_cross_entropy(x, W, t[:3])
