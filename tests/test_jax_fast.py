@@ -348,3 +348,5 @@ def test_linear_cross_entropy_never_forms_the_logits():
         sgj.linear_cross_entropy(x, jnp.ones((48, 4)), t)
     with pytest.raises(ValueError, match="target"):
         sgj.linear_cross_entropy(x, W, t[:3])
+    with pytest.raises(TypeError, match="float32 or float64"):
+        sgj.linear_cross_entropy(x.astype(jnp.float16), W.astype(jnp.float16), t)

@@ -155,7 +155,8 @@ def linear_cross_entropy(
 
     A ``jax.custom_vjp`` that scans over ``chunk_size`` rows at a time in the forward and the
     backward pass (which recomputes each chunk's logits): extra memory ``O(chunk_size * C)``.
-    ``input`` (N, D), ``weight`` (C, D), ``bias`` (C,) or None, ``target`` (N,) class indices;
+    ``input`` (N, D) and ``weight`` (C, D) of one dtype, float32 or float64; ``bias`` (C,) or
+    None; ``target`` (N,) class indices;
     ``reduction`` and ``ignore_index`` as PyTorch. Differentiable once (``grad``, ``vjp``) in
     ``input``, ``weight`` and ``bias``; works under ``jit`` and ``vmap``.
 
@@ -175,6 +176,8 @@ def linear_cross_entropy(
 
     _, reduction, ignore = _check_options(0.0, reduction, ignore_index)
     x, W, t = jnp.asarray(input), jnp.asarray(weight), jnp.asarray(target)
+    if x.dtype not in (jnp.float32, jnp.float64) or W.dtype != x.dtype:
+        raise TypeError(f"input and weight must both be float32 or float64, got {x.dtype} and {W.dtype}")
     if x.ndim != 2 or W.ndim != 2 or W.shape[1] != x.shape[1]:
         raise ValueError(f"input must be (N, D) and weight (C, D), got {x.shape} and {W.shape}")
     if t.shape != x.shape[:1] or not jnp.issubdtype(t.dtype, jnp.integer):
