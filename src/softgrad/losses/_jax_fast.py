@@ -39,7 +39,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from ..core._computes import get
-from .cross_entropy import _prepare, _Problem
+
+_Problem = Any  # cross_entropy._Problem, validated by cross_entropy._prepare (looked up: no import cycle)
 
 SELECT_MAX = 64
 """Up to this many classes the target entries of ``e`` are zeroed by a select against an
@@ -52,7 +53,7 @@ def plan(
 ) -> _Problem | None:
     """The validated problem when the lean path takes it (float32/float64 logits, class indices,
     no label smoothing, no empty axis), else None: the caller runs the reference."""
-    problem = _prepare(x, target, axis, weight, ignore_index, eps, reduction, None)
+    problem = get("cross_entropy_prepare")(x, target, axis, weight, ignore_index, eps, reduction, None)
     if not problem.opts.by_index or problem.opts.smoothing != 0.0:
         return None
     if problem.x.dtype not in (jnp.float32, jnp.float64) or problem.x.size == 0:
