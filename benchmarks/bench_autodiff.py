@@ -1,8 +1,10 @@
 """Forward + backward through softgrad's autodiff adapters next to the libraries' own, on CPU.
 
 * ``cross_entropy``: ``softgrad.torch.cross_entropy`` vs ``torch.nn.functional.cross_entropy``,
-  and ``softgrad.jax.cross_entropy`` vs ``-mean(take(jax.nn.log_softmax(x), y))`` (optax's
-  formula) under ``jit(value_and_grad)``, for (4096, 32000) and (65536, 10) float32 logits;
+  and ``softgrad.jax.cross_entropy`` vs ``-mean(take(jax.nn.log_softmax(x), y))`` (the
+  reference, jax.nn) and ``mean(optax.softmax_cross_entropy_with_integer_labels(x, y))`` (when
+  optax is installed) under ``jit(value_and_grad)``, for (4096, 32000) and (65536, 10) float32
+  logits, x64 off (int32 labels, JAX's default);
 * ``linear_cross_entropy`` (8192 x 512 -> 32000 classes, float32): ``softgrad.torch`` vs
   ``F.linear`` + ``F.cross_entropy``.
 
@@ -11,7 +13,10 @@ call on a few rows (libraries loaded, kernels compiled), then one call whose pea
 growth of the resident set (``VmHWM`` after the call, reset before it, minus ``VmRSS`` before
 it), then timed calls. The processes take turns in rounds (round-robin), so a slow phase of a
 shared machine lands on every implementation; the table gives the median over all rounds and
-the load average. A program that prints a table, not a timed test:
+the load average. The peak memory of a JAX call is a caveat: XLA's allocator keeps freed
+buffers, so the resident-set growth of a jitted call shows its first call's temporaries and
+output (logits-sized buffers), not a steady state. A program that prints a table, not a timed
+test:
 
     .venv/bin/python benchmarks/bench_autodiff.py            # every case, a few minutes
     .venv/bin/python benchmarks/bench_autodiff.py --quick    # small shapes, a smoke run
@@ -78,7 +83,12 @@ def _jax_ce(impl: str, x: Any, y: Any) -> Callable[[], Any]:
     def reference(o: Any, t: Any) -> Any:
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(o), t[:, None], axis=1))
 
-    loss_fn = sgj.cross_entropy if impl == "softgrad" else reference
+    def with_optax(o: Any, t: Any) -> Any:
+        import optax
+
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(o, t))
+
+    loss_fn = {"softgrad": sgj.cross_entropy, "optax": with_optax}.get(impl, reference)
     step = jax.jit(jax.value_and_grad(loss_fn))
 
     def run() -> Any:
@@ -158,8 +168,43 @@ def child(kind: str, library: str, impl: str, shape: tuple[int, ...], repeat: in
     print(json.dumps({"peak_mb": (peak - base) / 1024, "times_ms": times}))
 
 
+def callback_cost(shape: tuple[int, int], repeat: int) -> None:
+    """What a CPU kernel behind ``jax.pure_callback`` would pay before computing anything: the
+    logits passed in (a callback returning a scalar), and in and out (returning a logits-sized
+    array it keeps), next to one XLA pass that reads the logits and writes an array (``2 x``)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(_inputs("ce", shape)[0])
+    kept = np.ones(shape, np.float32)
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    full = jax.ShapeDtypeStruct(shape, jnp.float32)
+    cases = {
+        "XLA 2 * x": jax.jit(lambda o: 2 * o),
+        "pure_callback in": jax.jit(lambda o: jax.pure_callback(lambda a: np.float32(0), scalar, o)),
+        "pure_callback in+out": jax.jit(lambda o: jax.pure_callback(lambda a: kept, full, o)),
+    }
+    for name, fn in cases.items():
+        jax.block_until_ready(fn(x))
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(x))
+            times.append((time.perf_counter() - t0) * 1e3)
+        print(f"{'x'.join(map(str, shape)):<12} {name:<22} {float(np.median(times)):>9.1f} ms")
+
+
 # ----------------------------------------------------------------------------------------------
 # the parent: rounds of fresh processes, a table
+
+
+def _extra_references(library: str) -> list[str]:
+    """optax's integer-label cross-entropy beside jax.nn's formula, where optax is installed."""
+    if library != "jax":
+        return []
+    import importlib.util
+
+    return ["optax"] if importlib.util.find_spec("optax") is not None else []
 
 
 def _run_child(kind: str, library: str, impl: str, shape: tuple[int, ...], repeat: int) -> dict | None:
@@ -177,7 +222,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per process and round")
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    parser.add_argument("--callback-cost", action="store_true",
+                        help="only time jax.pure_callback's copies (why softgrad.jax has no CPU kernel path)")
     args = parser.parse_args()
+    if args.callback_cost:
+        print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (2 cores, shared)")
+        for shape in [(4096, 32000), (65536, 10)]:
+            callback_cost(shape, 5 * args.repeat)
+        return
     cases = {k: v for k, v in CASES.items() if args.only in k}
     if args.quick:
         cases = {
@@ -188,7 +240,7 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (2 cores, shared)")
     rows = []
     for name, (kind, library, shape) in cases.items():
-        impls = ["softgrad", library]
+        impls = ["softgrad", library, *_extra_references(library)]
         data: dict[str, list[dict]] = {impl: [] for impl in impls}
         for _ in range(args.rounds):
             for impl in impls:
@@ -214,7 +266,7 @@ def _print_rows(rows: list, header: bool) -> None:
         for impl, (ms, peak, n) in stats.items():
             speed = f"{base[0] / ms:.2f}x" if base else "-"
             mem = f"{peak / base[1]:.2f}" if base and base[1] > 0 else "-"
-            label = "softgrad" if impl == "softgrad" else f"{library} (reference)"
+            label = {"softgrad": "softgrad", library: f"{library} (reference)"}.get(impl, impl)
             print(f"{name:<30} {label:<16} {ms:>10.1f} {n:>3} {peak:>9.0f} {speed:>9} {mem:>8}")
     sys.stdout.flush()
 

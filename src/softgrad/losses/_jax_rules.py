@@ -1,7 +1,10 @@
 r"""Cross-entropy as a JAX function with closed-form derivatives (``jax.custom_jvp``).
 
-The loss and its gradient are two ``custom_jvp`` functions whose primal is softgrad's array-API
-code on the JAX arrays (traceable: ``jit``, ``vmap``):
+The loss and its gradient are two ``custom_jvp`` functions. Their primal, for class indices
+without label smoothing, is the lean XLA computation of :mod:`._jax_fast` (loss and gradient
+from one ``exp`` of the logits); otherwise softgrad's array-API code on the JAX arrays
+(traceable: ``jit``, ``vmap``). The loss's tangent is ``<grad, dx>`` from ``value_and_grad``'s
+primal, so ``jax.grad`` of the loss runs that primal once and nothing else:
 
 .. math:: \dot\ell = \langle \nabla_o \ell, \dot o\rangle
               - (1 - \varepsilon)\, c\, \langle w \dot t, \log p\rangle, \qquad
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 
 from ..core._computes import get
 from ..core._jax_rules import log_softmax, softmax
+from . import _jax_fast
 
 _OPTIONS = (3, 4, 5, 6)  # axis, ignore_index, reduction, label_smoothing: static
 
@@ -54,17 +58,33 @@ def _weighted(dt: Any, weight: Any, axis: int) -> Any:
 def cross_entropy(
     x: Any, target: Any, weight: Any, axis: int, ignore_index: int, reduction: str, label_smoothing: float
 ) -> Any:
-    return get("cross_entropy_reference")(x, target, axis, weight, ignore_index, label_smoothing, reduction)
+    problem = _jax_fast.plan(x, target, weight, axis, ignore_index, reduction, label_smoothing)
+    if problem is not None:
+        return _jax_fast.value_and_grad(problem, want_grad=False)[0]
+    return _jax_fast.reference(x, target, weight, axis, ignore_index, reduction, label_smoothing, False)
 
 
 @cross_entropy.defjvp
 def _loss_jvp(
     axis: int, ignore_index: int, reduction: str, eps: float, primals: tuple, tangents: tuple
 ) -> tuple[Any, Any]:
-    (loss, _), (dloss, _) = jax.jvp(
-        lambda x, t, w: value_and_grad(x, t, w, axis, ignore_index, reduction, eps), primals, tangents
-    )
-    return loss, dloss
+    """``<grad, dx>`` (plus the target's term): the gradient's own JVP (the HVP) is not needed
+    here, and ``jax.grad`` of the loss transposes this, so the primal runs once, fused."""
+    x, target, weight = primals
+    dx, dt, _ = tangents
+    loss, g = value_and_grad(x, target, weight, axis, ignore_index, reduction, eps)
+    dloss = jnp.sum(g * dx, axis=axis) if reduction == "none" else jnp.sum(g * dx)
+    if _is_probabilities(target):
+        dloss = dloss - _target_term(x, dt, weight, axis, reduction, eps)
+    return loss, jnp.astype(dloss, loss.dtype)
+
+
+def _target_term(x: Any, dt: Any, weight: Any, axis: int, reduction: str, eps: float) -> Any:
+    """``c (1 - eps) <w dt, log p>``: the loss's tangent in probability targets ``dt``."""
+    axis = axis % x.ndim
+    c = (1.0 - eps) * _row_share(x, axis, reduction)
+    term = jnp.sum(_weighted(dt, weight, axis) * log_softmax(x, axis), axis=axis)
+    return c * (term if reduction == "none" else jnp.sum(term))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=_OPTIONS)
@@ -72,10 +92,10 @@ def value_and_grad(
     x: Any, target: Any, weight: Any, axis: int, ignore_index: int, reduction: str, label_smoothing: float
 ) -> Any:
     """``(loss, d loss / d x)`` from one pass (for ``"none"``: every row's own gradient)."""
-    return get("cross_entropy_value_and_grad")(
-        x, target, axis, weight=weight, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, reduction=reduction,
-    )
+    problem = _jax_fast.plan(x, target, weight, axis, ignore_index, reduction, label_smoothing)
+    if problem is not None:
+        return _jax_fast.value_and_grad(problem)
+    return _jax_fast.reference(x, target, weight, axis, ignore_index, reduction, label_smoothing, True)
 
 
 @value_and_grad.defjvp
@@ -91,10 +111,9 @@ def _value_and_grad_jvp(
         label_smoothing=eps, reduction=reduction,
     )
     if _is_probabilities(target):
+        dloss = dloss - _target_term(x, dt, weight, axis, reduction, eps)
         axis = axis % x.ndim
         c = (1.0 - eps) * _row_share(x, axis, reduction)
         wdt = _weighted(dt, weight, axis)
-        term = jnp.sum(wdt * log_softmax(x, axis), axis=axis)
-        dloss = dloss - c * (term if reduction == "none" else jnp.sum(term))
         dg = dg + c * (jnp.sum(wdt, axis=axis, keepdims=True) * softmax(x, axis) - wdt)
     return (loss, g), (jnp.astype(dloss, loss.dtype), jnp.astype(dg, g.dtype))

@@ -880,6 +880,7 @@ def cross_entropy_hvp(
 
 
 _computes.register("cross_entropy_reference")(_cross_entropy)  # for the autodiff rules
+_computes.register("cross_entropy_prepare")(_prepare)  # the JAX lean path validates as the reference
 _computes.register("cross_entropy")(cross_entropy)
 _computes.register("cross_entropy_grad")(cross_entropy_grad)
 _computes.register("cross_entropy_hvp")(cross_entropy_hvp)
