@@ -28,11 +28,12 @@ from numba import prange
 from numba.extending import overload
 
 from . import _rows
-from ._fastexp import exp_fast, exp_full, exp_lowp, fma, wide
+from ._fastexp import exp_fast, exp_full, exp_lowp, fma, log1p_pos, wide
 from ._rows import _exp_clamped, two_diff
 from ._rows import strict as _strict
 
 __all__ = [
+    "PAIR_ROWS",
     "SHORT_MAX",
     "applies",
     "block_scratch",
@@ -237,7 +238,7 @@ def _block(
         _softmax_cols(et, ot, rest, single)
     else:
         for r in range(rows):
-            comp[r] = np.log1p(rest[r])
+            comp[r] = log1p_pos(rest[r])
         if op == 1:
             _log_softmax_cols(xt, ot, m, comp, single)
         else:
@@ -332,7 +333,7 @@ def logsumexp_2d(x: np.ndarray, lse: np.ndarray) -> None:
 # Rows holding NaN or +inf, or only -inf, are redone by special_row afterwards; a row with one
 # -inf entry is regular here (e = 0).
 
-_PAIR_ROWS = 4096  # rows per parallel block
+PAIR_ROWS = 4096  # rows per parallel block
 
 
 def pair_split(a: Any, b: Any) -> Any:  # pragma: no cover - jitted only
@@ -418,7 +419,7 @@ def _pair_log_softmax(x: Any, out: Any) -> int:  # pragma: no cover - jitted
     for r in range(x.shape[0] // 2):
         e, s, se, top, bad = pair_split(x[2 * r], x[2 * r + 1])
         nbad += bad
-        lg = np.log1p(e)
+        lg = log1p_pos(e)
         big, small = 0.0 - lg, (s - lg) + se
         out[2 * r] = small if top else big
         out[2 * r + 1] = big if top else small
@@ -434,7 +435,7 @@ def _pair_logsumexp(x: Any, lse: Any) -> int:  # pragma: no cover - jitted
         b = x[2 * r + 1]
         e, _, _, _, bad = pair_split(a, b)
         nbad += bad
-        lse[r] = np.float64(max(a, b)) + np.log1p(e)
+        lse[r] = np.float64(max(a, b)) + log1p_pos(e)
     return nbad
 
 
@@ -494,7 +495,7 @@ def _pair_run_serial(x: Any, out: Any, lse: Any, op: int, per: int) -> None:  # 
 
 def _pair_launch(x: np.ndarray, out: np.ndarray, op: int, lse: np.ndarray) -> None:
     run = _pair_run if x.size >= _rows.PARALLEL_MIN and numba.get_num_threads() > 1 else _pair_run_serial
-    _rows.dynamic(run, x.reshape(-1), out.reshape(-1), lse, op, _PAIR_ROWS)
+    _rows.dynamic(run, x.reshape(-1), out.reshape(-1), lse, op, PAIR_ROWS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,17 +573,36 @@ def _vjp_rows(s: Any, g: Any, out: Any, n: int, t: float, log: bool) -> None:  #
             sr = s[r * n : r * n + n]
             gr = g[r * n : r * n + n]
             orow = out[r * n : r * n + n]
-            acc = 0.0
             if log:
+                total = _support_sum(gr, sr)
                 for j in range(n):
-                    acc += np.float64(gr[j]) if sr[j] != -np.inf else 0.0
-                for j in range(n):
-                    orow[j] = lvjp_entry(sr[j], gr[j], acc, inv, t)
+                    orow[j] = lvjp_entry(sr[j], gr[j], total, inv, t)
             else:
+                dot = _dot(sr, gr)
                 for j in range(n):
-                    acc += np.float64(sr[j]) * np.float64(gr[j])
-                for j in range(n):
-                    orow[j] = vjp_entry(sr[j], gr[j], acc, inv, t)
+                    orow[j] = vjp_entry(sr[j], gr[j], dot, inv, t)
+
+
+# The row's sums as the row kernels take them (_kernels._block_dot and _block_support_sum):
+# reassociated, so in vector lanes and a tree, not a chain of n roundings.
+
+
+@_rows.reassoc
+def _dot(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    wide()
+    acc = 0.0
+    for j in range(a.shape[0]):
+        acc += np.float64(a[j]) * np.float64(b[j])
+    return acc
+
+
+@_rows.reassoc
+def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    wide()
+    acc = 0.0
+    for j in range(g.shape[0]):
+        acc += np.float64(g[j]) if logp[j] != -np.inf else 0.0  # NaN stays in, as in the reference
+    return acc
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
