@@ -16,6 +16,13 @@ every step is a loop over the columns, vectorized across rows:
 Rows holding NaN or ``+inf``, or only ``-inf``, are redone afterwards by :func:`special_row`
 (shared with the row kernels), as the reference treats them. Tests compare the results with
 the reference, with the row kernels and with mpmath (tests/test_kernels.py).
+
+Rows of two skip the transpose: the sigmoid form (one exp per row, :func:`pair_split`) runs
+straight over the interleaved rows, vectorized across them (section "Two columns"); the
+two-class cross-entropy in losses/_ce_kernels.py uses it too. ``log1p`` of the rest is the
+branch-free :func:`._fastexp.log1p_pos`, which vectorizes (libm's scalar call was most of a
+two-class log_softmax). The VJPs of short rows (:func:`vjp_2d`) are one fused pass per row,
+without the row kernels' per-row set-up (tests/test_short_pair.py).
 """
 
 from __future__ import annotations
