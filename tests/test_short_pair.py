@@ -254,7 +254,8 @@ def test_short_vjps_as_the_reference(dtype, n, t, vjp_spy):
     """Small and large (parallel, several blocks) inputs; at the natural scales of the accuracy
     suite: s_j (|g_j| + sum |g s|) / t and (|g_j| + p_j sum |g|) / t."""
     rng = np.random.default_rng(n)
-    for rows in (7, _rows.PARALLEL_MIN // n + 3 * _short._BLOCK_ELEMS // n + 1):
+    big = _rows.PARALLEL_MIN // n + 3 * _short._BLOCK_ELEMS // n + 1  # parallel, several blocks
+    for rows in (7, big) if t == 1.0 else (7,):
         s, logp, g = _vjp_inputs(rows, n, dtype, t, rng)
         p = np.exp(np.where(np.isnan(logp), 0.0, logp).astype(np.float64))
         gs = np.abs(g.astype(np.float64))
@@ -270,7 +271,7 @@ def test_short_vjps_as_the_reference(dtype, n, t, vjp_spy):
             scale = np.finfo(dtype).eps * nat[ok] + np.finfo(dtype).tiny
             err = np.abs(got[ok].astype(np.float64) - want[ok]) / scale
             assert err.max(initial=0.0) <= 4, (fn.__name__, rows, err.max())
-    assert vjp_spy["vjp"] == 4
+    assert vjp_spy["vjp"] == (4 if t == 1.0 else 2)
 
 
 @pytest.mark.parametrize("n", [2, 10])
