@@ -649,12 +649,19 @@ def test_short_rows_take_the_short_kernel_and_match_the_reference(dtype, n, shor
         assert ulps(got, want) <= TOL[dtype], (fn.__name__, ulps(got, want))
     # logsumexp near 0 cancels (m + log1p(rest), m < 0): there the reference and the kernels
     # differ by thousands of ULP in float64 (see test_core_accuracy.py); compare with the row
-    # kernel, which computes the same m and log1p(rest) (checked against mpmath above).
+    # kernel, which computes the same m and log1p(rest) (checked against mpmath above), at the
+    # scale of the two terms (the short kernels' log1p is not libm's: each within about 1 ULP).
     got = sg.logsumexp(x)
     monkeypatch.setattr(_short, "applies", lambda n, t: False)
     rows_kernel = sg.logsumexp(x)
     assert got.dtype == rows_kernel.dtype == dtype
-    assert ulps(got, rows_kernel) <= 1
+    assert np.array_equal(np.isnan(got), np.isnan(rows_kernel))
+    ok = np.isfinite(rows_kernel)
+    assert np.array_equal(got[~ok & ~np.isnan(got)], rows_kernel[~ok & ~np.isnan(got)])
+    m = np.max(x, axis=-1).astype(np.float64)[ok]
+    scale = np.abs(m) + np.abs(rows_kernel[ok] - m)
+    err = np.abs(got[ok].astype(np.float64) - rows_kernel[ok]) / (np.finfo(dtype).eps * scale)
+    assert err.max(initial=0.0) <= 2, err.max()
     assert short_spy == {"softmax_2d": 2, "logsumexp_2d": 1}
 
 

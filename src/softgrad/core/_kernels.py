@@ -518,6 +518,9 @@ def logsumexp_2d(x: np.ndarray, out: np.ndarray) -> None:
 
 def softmax_vjp_2d(s: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
     """``out = s * (g - sum(g * s)) / t`` row by row."""
+    if s.shape[1] <= _short.SHORT_MAX:
+        _short.vjp_2d(s, g, out, t, log=False)
+        return
     run = _softmax_vjp_2d if s.size >= _rows.PARALLEL_MIN else _softmax_vjp_2d_serial
     nt = out.nbytes >= _rows.NT_MIN_BYTES and not (np.may_share_memory(out, s) or np.may_share_memory(out, g))
     run(s, g, out, float(t), nt)
@@ -525,6 +528,9 @@ def softmax_vjp_2d(s: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> N
 
 def log_softmax_vjp_2d(logp: np.ndarray, g: np.ndarray, out: np.ndarray, t: float) -> None:
     """``out = where(logp != -inf, g - exp(logp) * sum(g over the support), 0) / t``."""
+    if logp.shape[1] <= _short.SHORT_MAX:
+        _short.vjp_2d(logp, g, out, t, log=True)
+        return
     run = _log_softmax_vjp_2d if logp.size >= _rows.PARALLEL_MIN else _log_softmax_vjp_2d_serial
     run(logp, g, out, float(t))
 

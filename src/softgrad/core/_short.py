@@ -16,6 +16,13 @@ every step is a loop over the columns, vectorized across rows:
 Rows holding NaN or ``+inf``, or only ``-inf``, are redone afterwards by :func:`special_row`
 (shared with the row kernels), as the reference treats them. Tests compare the results with
 the reference, with the row kernels and with mpmath (tests/test_kernels.py).
+
+Rows of two skip the transpose: the sigmoid form (one exp per row, :func:`pair_split`) runs
+straight over the interleaved rows, vectorized across them (section "Two columns"); the
+two-class cross-entropy in losses/_ce_kernels.py uses it too. ``log1p`` of the rest is the
+branch-free :func:`._fastexp.log1p_pos`, which vectorizes (libm's scalar call was most of a
+two-class log_softmax). The VJPs of short rows (:func:`vjp_2d`) are one fused pass per row,
+without the row kernels' per-row set-up (tests/test_short_pair.py).
 """
 
 from __future__ import annotations
@@ -25,13 +32,26 @@ from typing import Any
 import numba
 import numpy as np
 from numba import prange
+from numba.extending import overload
 
 from . import _rows
-from ._fastexp import exp_fast, exp_lowp, fma, wide
+from ._fastexp import exp_fast, exp_full, exp_lowp, fma, log1p_pos, wide
 from ._rows import _exp_clamped, two_diff
 from ._rows import strict as _strict
 
-__all__ = ["SHORT_MAX", "applies", "block_scratch", "logsumexp_2d", "softmax_2d", "special_row", "strict"]
+__all__ = [
+    "PAIR_ROWS",
+    "SHORT_MAX",
+    "applies",
+    "block_scratch",
+    "logsumexp_2d",
+    "pair_probs",
+    "pair_split",
+    "softmax_2d",
+    "special_row",
+    "strict",
+    "vjp_2d",
+]
 
 # Rows up to this long take the short-row kernels (measured: the row kernels win from about 48).
 SHORT_MAX = 32
@@ -225,7 +245,7 @@ def _block(
         _softmax_cols(et, ot, rest, single)
     else:
         for r in range(rows):
-            comp[r] = np.log1p(rest[r])
+            comp[r] = log1p_pos(rest[r])
         if op == 1:
             _log_softmax_cols(xt, ot, m, comp, single)
         else:
@@ -294,9 +314,320 @@ def _launch(x: np.ndarray, out: np.ndarray, op: int, lse: np.ndarray) -> None:
 
 def softmax_2d(x: np.ndarray, out: np.ndarray, log: bool) -> None:
     """softmax (or log_softmax) of every row of the C-contiguous ``(rows, n <= SHORT_MAX)`` ``x``."""
+    if x.shape[1] == 2:
+        _pair_launch(x, out, _OP_LOG if log else _OP_SOFTMAX, np.empty(0, np.float64))
+        return
     _launch(x, out, _OP_LOG if log else _OP_SOFTMAX, np.empty(0, np.float64))
 
 
 def logsumexp_2d(x: np.ndarray, lse: np.ndarray) -> None:
     """``lse[r] = logsumexp(x[r])`` in float64 for rows of at most ``SHORT_MAX`` entries."""
+    if x.shape[1] == 2:
+        _pair_launch(x, x[:0], _OP_LSE, lse)
+        return
     _launch(x, x[:0], _OP_LSE, lse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two columns: the sigmoid form. One exp per row, computed straight from the interleaved rows
+# (flat indices 2r and 2r + 1, which LLVM vectorizes across rows), no transpose:
+#
+#     d = x1 - x0,   e = exp(-|d|) in (0, 1],   p_top = 1 / (1 + e),   p_other = e / (1 + e)
+#     log p_top = -log1p(e),   log p_other = -|d| - log1p(e),   logsumexp = max + log1p(e)
+#
+# -|d| is exact: float32 differences are exact in float64, and float64 ones keep their TwoSum
+# remainder, folded into the exp and added last to log p_other, as the general kernels do.
+# Rows holding NaN or +inf, or only -inf, are redone by special_row afterwards; a row with one
+# -inf entry is regular here (e = 0).
+
+PAIR_ROWS = 4096  # rows per parallel block
+
+
+def pair_split(a: Any, b: Any) -> Any:  # pragma: no cover - jitted only
+    """For the row ``[a, b]``: ``(e, s, se, top, bad)`` with ``s + se == -|b - a|`` (exact),
+    ``e = exp(s + se)``, ``top`` whether ``b`` is a maximum, ``bad`` a special row."""
+    raise NotImplementedError
+
+
+def _pair_split32(a: Any, b: Any) -> Any:
+    wide()
+    d = np.float64(b) - np.float64(a)  # exact
+    top = d >= 0.0
+    s = -d if top else d
+    e = exp_lowp(s if s > -200.0 else -200.0)  # below -200: 0 once rounded to float32
+    bad = (d != d) or (max(a, b) == np.inf)
+    return e, s, 0.0, top, bad
+
+
+def _pair_split64(a: Any, b: Any) -> Any:
+    wide()
+    d, derr = two_diff(b, a)
+    top = d >= 0.0
+    s = -d if top else d
+    se = -derr if top else derr
+    e = _exp_clamped(s, se)
+    bad = (d != d) or (max(a, b) == np.inf)
+    return e, s, (se if s > -np.inf else 0.0), top, bad
+
+
+@overload(pair_split, jit_options={"fastmath": False})
+def _pair_split_ol(a: Any, b: Any) -> Any:
+    return _rows.by_dtype(a, _pair_split32, _pair_split64)
+
+
+def pair_probs(e: Any, like: Any) -> Any:  # pragma: no cover - jitted only
+    """``(1 / (1 + e), e / (1 + e))`` for ``e`` in [0, 1], to be rounded to ``like``'s type:
+    float64 through ``1 + e`` as an exact pair and its reciprocal as ``hi + lo`` (one rounding
+    at the end, as the general kernels)."""
+    raise NotImplementedError
+
+
+def _pair_probs32(e: Any, like: Any) -> Any:
+    wide()
+    inv = 1.0 / (1.0 + e)
+    return inv, e * inv
+
+
+def _pair_probs64(e: Any, like: Any) -> Any:
+    wide()
+    t = 1.0 + e
+    tl = (1.0 - t) + e  # 1 >= e: the addition's exact error
+    hi = 1.0 / t
+    lo = (fma(-hi, t, 1.0) - hi * tl) / t
+    return hi + lo, fma(e, hi, e * lo)
+
+
+@overload(pair_probs, jit_options={"fastmath": False})
+def _pair_probs_ol(e: Any, like: Any) -> Any:
+    return _rows.by_dtype(like, _pair_probs32, _pair_probs64)
+
+
+# One loop per operation, each free of branches, so that LLVM vectorizes it across rows. Each
+# returns the number of special rows met (their results are junk until _pair_fix).
+
+
+@strict
+def _pair_softmax(x: Any, out: Any) -> int:  # pragma: no cover - jitted
+    wide()
+    nbad = 0
+    for r in range(x.shape[0] // 2):
+        e, _, _, top, bad = pair_split(x[2 * r], x[2 * r + 1])
+        nbad += bad
+        big, small = pair_probs(e, x[0])
+        out[2 * r] = small if top else big
+        out[2 * r + 1] = big if top else small
+    return nbad
+
+
+@strict
+def _pair_log_softmax(x: Any, out: Any) -> int:  # pragma: no cover - jitted
+    wide()
+    nbad = 0
+    for r in range(x.shape[0] // 2):
+        e, s, se, top, bad = pair_split(x[2 * r], x[2 * r + 1])
+        nbad += bad
+        lg = log1p_pos(e)
+        big, small = 0.0 - lg, (s - lg) + se
+        out[2 * r] = small if top else big
+        out[2 * r + 1] = big if top else small
+    return nbad
+
+
+@strict
+def _pair_logsumexp(x: Any, lse: Any) -> int:  # pragma: no cover - jitted
+    wide()
+    nbad = 0
+    for r in range(x.shape[0] // 2):
+        a = x[2 * r]
+        b = x[2 * r + 1]
+        e, _, _, _, bad = pair_split(a, b)
+        nbad += bad
+        lse[r] = np.float64(max(a, b)) + log1p_pos(e)
+    return nbad
+
+
+@strict
+def _pair_block(x: Any, out: Any, lse: Any, op: int) -> int:  # pragma: no cover - jitted
+    """Rows of the flat ``x`` (pairs) into ``out`` (flat) or ``lse``; the special rows' count."""
+    wide()
+    if op == 0:
+        return _pair_softmax(x, out)
+    if op == 1:
+        return _pair_log_softmax(x, out)
+    return _pair_logsumexp(x, lse)
+
+
+@strict
+def _pair_fix(x: Any, out: Any, lse: Any, op: int) -> None:  # pragma: no cover - jitted
+    """The special rows of a block (NaN, +inf, only -inf), as the reference treats them."""
+    wide()
+    for r in range(x.shape[0] // 2):
+        row = x[2 * r : 2 * r + 2]
+        m = max(row[0], row[1])
+        nan = row[0] != row[0] or row[1] != row[1]
+        kind = 0 if nan else (1 if m == np.inf else (2 if m == -np.inf else -1))
+        if kind >= 0:
+            v = special_row(row, out[2 * r : 2 * r + 2] if op < 2 else row[:0], kind, op)
+            if op == 2:
+                lse[r] = v
+
+
+@strict
+def _pair_range(x: Any, out: Any, lse: Any, op: int, r0: int, r1: int) -> None:  # pragma: no cover
+    wide()
+    xb = x[2 * r0 : 2 * r1]
+    ob = out[2 * r0 : 2 * r1] if op < 2 else out
+    lb = lse[r0:r1] if op == 2 else lse
+    if _pair_block(xb, ob, lb, op):
+        _pair_fix(xb, ob, lb, op)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _pair_run(x: Any, out: Any, lse: Any, op: int, per: int) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0] // 2
+    for g in prange((rows + per - 1) // per):
+        wide()
+        r0 = g * per
+        _pair_range(x, out, lse, op, r0, min(r0 + per, rows))
+
+
+@strict
+def _pair_run_serial(x: Any, out: Any, lse: Any, op: int, per: int) -> None:  # pragma: no cover
+    wide()
+    rows = x.shape[0] // 2
+    for r0 in range(0, rows, per):
+        _pair_range(x, out, lse, op, r0, min(r0 + per, rows))
+
+
+def _pair_launch(x: np.ndarray, out: np.ndarray, op: int, lse: np.ndarray) -> None:
+    run = _pair_run if x.size >= _rows.PARALLEL_MIN and numba.get_num_threads() > 1 else _pair_run_serial
+    _rows.dynamic(run, x.reshape(-1), out.reshape(-1), lse, op, PAIR_ROWS)
+
+
+# ---------------------------------------------------------------------------------------------
+# VJPs of short rows: one fused pass per row (the sum, then the row), no per-row set-up. Rows of
+# two take the unrolled form, which LLVM vectorizes across rows like the forward pair kernels.
+# Same formulas and roundings as the row kernels (_kernels.vjp_sweep and lvjp_sweep).
+
+
+def vjp_entry(s: Any, g: Any, dot: Any, inv: Any, t: Any) -> Any:  # pragma: no cover - jitted only
+    """``s (g - dot) / t`` rounded once to ``s``'s type (float32 through float64)."""
+    raise NotImplementedError
+
+
+def _vjp_entry32(s: Any, g: Any, dot: Any, inv: Any, t: Any) -> Any:
+    wide()
+    return np.float32(np.float64(s) * (np.float64(g) - dot) * inv)
+
+
+def _vjp_entry64(s: Any, g: Any, dot: Any, inv: Any, t: Any) -> Any:
+    wide()
+    return s * (g - dot) if t == 1.0 else s * (g - dot) / t
+
+
+@overload(vjp_entry, jit_options={"fastmath": False})
+def _vjp_entry_ol(s: Any, g: Any, dot: Any, inv: Any, t: Any) -> Any:
+    return _rows.by_dtype(s, _vjp_entry32, _vjp_entry64)
+
+
+def lvjp_entry(lp: Any, g: Any, total: Any, inv: Any, t: Any) -> Any:  # pragma: no cover - jitted only
+    """``(g - exp(lp) total) / t``, 0 where ``lp == -inf``, rounded once to ``lp``'s type."""
+    raise NotImplementedError
+
+
+def _lvjp_entry32(lp: Any, g: Any, total: Any, inv: Any, t: Any) -> Any:
+    wide()
+    lp64 = np.float64(lp)
+    v = np.float32((np.float64(g) - exp_full(lp64) * total) * inv)
+    return v if lp64 != -np.inf else np.float32(0.0)
+
+
+def _lvjp_entry64(lp: Any, g: Any, total: Any, inv: Any, t: Any) -> Any:
+    wide()
+    v = g - exp_full(lp) * total
+    if t != 1.0:
+        v = v / t
+    return v if lp != -np.inf else 0.0
+
+
+@overload(lvjp_entry, jit_options={"fastmath": False})
+def _lvjp_entry_ol(lp: Any, g: Any, total: Any, inv: Any, t: Any) -> Any:
+    return _rows.by_dtype(lp, _lvjp_entry32, _lvjp_entry64)
+
+
+@strict
+def _vjp_rows(s: Any, g: Any, out: Any, n: int, t: float, log: bool) -> None:  # pragma: no cover
+    """Rows of ``n`` entries of the flat ``s`` (or ``logp``), ``g`` into the flat ``out``."""
+    wide()
+    inv = 1.0 / t
+    rows = s.shape[0] // n
+    if n == 2 and not log:
+        for r in range(rows):
+            s0, s1, g0, g1 = s[2 * r], s[2 * r + 1], g[2 * r], g[2 * r + 1]
+            dot = np.float64(s0) * np.float64(g0) + np.float64(s1) * np.float64(g1)
+            out[2 * r] = vjp_entry(s0, g0, dot, inv, t)
+            out[2 * r + 1] = vjp_entry(s1, g1, dot, inv, t)
+    elif n == 2:
+        for r in range(rows):
+            l0, l1, g0, g1 = s[2 * r], s[2 * r + 1], g[2 * r], g[2 * r + 1]
+            # the sum of g over the support (NaN stays in, as in the reference)
+            total = (np.float64(g0) if l0 != -np.inf else 0.0) + (np.float64(g1) if l1 != -np.inf else 0.0)
+            out[2 * r] = lvjp_entry(l0, g0, total, inv, t)
+            out[2 * r + 1] = lvjp_entry(l1, g1, total, inv, t)
+    else:
+        for r in range(rows):
+            sr = s[r * n : r * n + n]
+            gr = g[r * n : r * n + n]
+            orow = out[r * n : r * n + n]
+            if log:
+                total = _support_sum(gr, sr)
+                for j in range(n):
+                    orow[j] = lvjp_entry(sr[j], gr[j], total, inv, t)
+            else:
+                dot = _dot(sr, gr)
+                for j in range(n):
+                    orow[j] = vjp_entry(sr[j], gr[j], dot, inv, t)
+
+
+# The row's sums as the row kernels take them (_kernels._block_dot and _block_support_sum):
+# reassociated, so in vector lanes and a tree, not a chain of n roundings.
+
+
+@_rows.reassoc
+def _dot(a: Any, b: Any) -> float:  # pragma: no cover - jitted
+    wide()
+    acc = 0.0
+    for j in range(a.shape[0]):
+        acc += np.float64(a[j]) * np.float64(b[j])
+    return acc
+
+
+@_rows.reassoc
+def _support_sum(g: Any, logp: Any) -> float:  # pragma: no cover - jitted
+    wide()
+    acc = 0.0
+    for j in range(g.shape[0]):
+        acc += np.float64(g[j]) if logp[j] != -np.inf else 0.0  # NaN stays in, as in the reference
+    return acc
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _vjp_run(s: Any, g: Any, out: Any, n: int, t: float, log: bool, per: int) -> None:  # pragma: no cover
+    wide()
+    rows = s.shape[0] // n
+    for b in prange((rows + per - 1) // per):
+        wide()
+        lo = b * per * n
+        hi = min(lo + per * n, rows * n)
+        _vjp_rows(s[lo:hi], g[lo:hi], out[lo:hi], n, t, log)
+
+
+def vjp_2d(s: np.ndarray, g: np.ndarray, out: np.ndarray, t: float, log: bool) -> None:
+    """softmax_vjp (or, ``log``, log_softmax_vjp) of C-contiguous ``(rows, n <= SHORT_MAX)`` rows."""
+    n = s.shape[1]
+    flat = (s.reshape(-1), g.reshape(-1), out.reshape(-1))
+    if s.size >= _rows.PARALLEL_MIN and numba.get_num_threads() > 1:
+        _rows.dynamic(_vjp_run, *flat, n, float(t), bool(log), max(1, _BLOCK_ELEMS // n))
+    else:
+        _vjp_rows(*flat, n, float(t), bool(log))

@@ -32,7 +32,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from ..core import _rows, _short
-from ..core._fastexp import nt_affine_line, sfence, wide
+from ..core._fastexp import log1p_pos, nt_affine_line, sfence, wide
 from ..core._rows import (
     by_dtype,
     classify,
@@ -511,6 +511,114 @@ def _short_run(x: np.ndarray, nthr: int, args: tuple[Any, ...], c: Constants) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# Two classes (#15): the sigmoid form of core/_short, straight from the interleaved rows. With
+# p_o the probability of the class that is not the target, the gradient row is exactly
+# scale * (p_o at the other class, -p_o at the target): p_y - 1 = -p_o, without cancellation.
+
+
+# Inlined in Numba's IR: as an LLVM call it exceeds the inliner's budget, and the loop over
+# rows that calls it then stays scalar (measured 5x slower).
+@numba.njit(error_model="numpy", inline="always", **_rows._NO_NRT)
+def _ce_pair_row(a: Any, b: Any, y: Any, scale: float) -> Any:  # pragma: no cover - jitted
+    """``(-log p_y, gradient at 0, gradient at 1, special)`` of the valid row ``[a, b]``."""
+    wide()
+    e, s, se, top, bad = _short.pair_split(a, b)
+    big, small = _short.pair_probs(e, a)
+    lg = log1p_pos(e)
+    y_top = (y == 1) == top
+    logp = (0.0 - lg) if y_top else ((s - lg) + se)
+    g = scale * (small if y_top else big)
+    return -logp, (-g if y == 0 else g), (g if y == 0 else -g), bad
+
+
+@_short.strict
+def _ce_pair_block(
+    x: Any, y: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, r0: int, c: Any
+) -> int:  # pragma: no cover - jitted
+    """Rows ``r0 ..`` of the flat pairs ``x`` (and ``grad``, when wanted); the special rows' count."""
+    wide()
+    rows = x.shape[0] // 2
+    per_row = c.row_scale_mode == 2
+    scale_all = c.row_scale_all if c.row_scale_mode == 1 else 1.0
+    nbad = 0
+    for r in range(rows):
+        yr = y[r0 + r]
+        scale = row_scale[r0 + r] if per_row else scale_all
+        lr, g0, g1, bad = _ce_pair_row(x[2 * r], x[2 * r + 1], yr, scale)
+        keep = yr != c.ignore
+        nbad += bad and keep
+        if c.want_loss:
+            lr = lr if keep else 0.0
+            loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+        if c.want_grad:
+            grad[2 * r] = g0 if keep else 0.0
+            grad[2 * r + 1] = g1 if keep else 0.0
+    return nbad
+
+
+@_short.strict
+def _ce_pair_fix(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, r0: int, c: Any
+) -> None:  # pragma: no cover - jitted
+    """The special rows (NaN, +inf, only -inf) of a block, as :func:`_ce_special` computes them."""
+    wide()
+    mode = c.row_scale_mode
+    for r in range(x.shape[0] // 2):
+        row = x[2 * r : 2 * r + 2]
+        m = max(row[0], row[1])
+        nan = row[0] != row[0] or row[1] != row[1]
+        kind = 0 if nan else (1 if m == np.inf else (2 if m == -np.inf else -1))
+        yr = y[r0 + r]
+        if kind < 0 or yr == c.ignore:
+            continue
+        scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
+        g = grad[2 * r : 2 * r + 2] if c.want_grad else grad[:0]
+        lr = _ce_special(row, kind, yr, w, c, scale, g)
+        if c.want_loss:
+            loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+
+
+@_short.strict
+def _ce_pair_range(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, r0: int, r1: int, c: Any
+) -> None:  # pragma: no cover - jitted
+    wide()
+    xb = x[2 * r0 : 2 * r1]
+    gb = grad[2 * r0 : 2 * r1] if c.want_grad else grad
+    if _ce_pair_block(xb, y, sample_weight, row_scale, loss, gb, r0, c):
+        _ce_pair_fix(xb, y, w, sample_weight, row_scale, loss, gb, r0, c)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _ce_pair_2d(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, per: int, c: Any
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0] // 2
+    for b in prange((rows + per - 1) // per):
+        wide()
+        r0 = b * per
+        _ce_pair_range(x, y, w, sample_weight, row_scale, loss, grad, r0, min(r0 + per, rows), c)
+
+
+@_short.strict
+def _ce_pair_2d_serial(
+    x: Any, y: Any, w: Any, sample_weight: Any, row_scale: Any, loss: Any, grad: Any, per: int, c: Any
+) -> None:  # pragma: no cover - jitted
+    wide()
+    rows = x.shape[0] // 2
+    for r0 in range(0, rows, per):
+        _ce_pair_range(x, y, w, sample_weight, row_scale, loss, grad, r0, min(r0 + per, rows), c)
+
+
+def _pair_run(x: np.ndarray, nthr: int, args: tuple[Any, ...], c: Constants) -> None:
+    y, w, weights, scales, loss, grad = args
+    run = _ce_pair_2d if nthr > 1 else _ce_pair_2d_serial
+    flat_grad = grad.reshape(-1)
+    _rows.dynamic(run, x.reshape(-1), y, w, weights, scales, loss, flat_grad, _short.PAIR_ROWS, c)
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point: validated rows from cross_entropy.py
 
 
@@ -570,6 +678,9 @@ def cross_entropy_2d(
         nt=bool(want_grad) and _rows.streaming(grad, x),
     )
     y = np.ascontiguousarray(target, dtype=np.int64)
+    if n == 2 and weight is None and smoothing == 0.0:
+        _pair_run(x, nthr, (y, w, weights, scales, loss, grad), c)
+        return (loss if want_loss else None), (grad if want_grad else None)
     if n <= _short.SHORT_MAX and weight is None and smoothing == 0.0:
         _short_run(x, nthr, (y, w, weights, scales, loss, grad), c._replace(nt=False))
         return (loss if want_loss else None), (grad if want_grad else None)
