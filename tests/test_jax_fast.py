@@ -198,7 +198,7 @@ def test_infinities_and_nan_match_the_reference():
         [[0.0, -jnp.inf, 1.0], [-jnp.inf, -jnp.inf, -jnp.inf], [2.0, 1.0, -jnp.inf],
          [jnp.nan, 0.0, 1.0], [jnp.nan, 0.0, 1.0], [3.0, 3.0, 0.0]]
     )
-    # target at -inf (loss inf); all -inf; NaN row; ignored NaN row (its gradient NaN, as PyTorch); a tie
+    # target at -inf (loss inf); all -inf; NaN row; ignored NaN row (outside the loss: gradient 0); a tie
     y = jnp.asarray([1, 0, 0, 2, -100, 0])
     for reduction in ("none", "sum"):
         problem = _jax_fast.plan(x, y, None, -1, -100, reduction, 0.0)

@@ -468,3 +468,39 @@ def test_grad_out_rejects_the_wrong_array():
         sg.cross_entropy_value_and_grad(x, y, grad_out=torch.zeros(3, C))
     with pytest.raises(TypeError, match="out= is supported for NumPy logits only, got Tensor logits"):
         sg.cross_entropy_grad(torch.zeros(3, C), torch.tensor(y), out=np.zeros((3, C), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "torch", "jax"])
+def test_rows_outside_the_loss_have_zero_derivatives_even_at_nan(backend):
+    """An ignored row, a class of weight 0 and an all-zero probability row do not enter the loss:
+    their gradient and HVP are 0 on every path (kernels, the array-API reference, the torch op and
+    the lean JAX path), also where their logits are NaN or inf. Before, the reference and the JAX
+    path gave NaN where the NumPy kernels gave 0."""
+    lib = pytest.importorskip({"jax": "jax.numpy"}.get(backend, backend))
+    x = np.array([[1.0, 2.0, 3.0], [np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0], [np.nan, 1.0, 0.0]])
+    y = np.array([0, -100, -100, 1])
+    weight = np.array([1.0, 0.0, 2.0])  # row 3's class has weight 0
+    X, Y, W, V = (lib.asarray(a) for a in (x, y, weight, np.ones_like(x)))
+    for reduction in ("mean", "sum", "none"):
+        loss, grad = sg.cross_entropy_value_and_grad(X, Y, weight=W, reduction=reduction)
+        hvp = sg.cross_entropy_hvp(X, Y, V, weight=W, reduction=reduction)
+        assert np.isfinite(np.asarray(loss)).all()
+        np.testing.assert_array_equal(np.asarray(grad)[1:], 0.0)
+        np.testing.assert_array_equal(np.asarray(hvp)[1:], 0.0)
+        assert np.isfinite(np.asarray(grad)[0]).all() and np.asarray(grad)[0].any()
+    q = lib.asarray(np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    _, grad = sg.cross_entropy_value_and_grad(lib.asarray(x[:2]), q)
+    np.testing.assert_array_equal(np.asarray(grad)[1], 0.0)
+    if backend == "jax":
+        import jax
+
+        import softgrad.jax as sgj
+
+        g = jax.grad(lambda o: sgj.cross_entropy(o, Y, weight=W, reduction="sum"))(X)
+        np.testing.assert_array_equal(np.asarray(g)[1:], 0.0)
+    if backend == "torch":
+        import softgrad.torch as sgt
+
+        t = lib.tensor(x, requires_grad=True)
+        (g,) = lib.autograd.grad(sgt.cross_entropy(t, Y, weight=W, reduction="sum"), t)
+        np.testing.assert_array_equal(g.numpy()[1:], 0.0)

@@ -678,6 +678,11 @@ def cross_entropy_2d(
         nt=bool(want_grad) and _rows.streaming(grad, x),
     )
     y = np.ascontiguousarray(target, dtype=np.int64)
+    if weight is not None and smoothing == 0.0 and not np.all(w):
+        # a row whose class weighs 0 has no target mass: outside the loss like an ignored row
+        # (gradient 0 also at NaN logits, as the reference's a == 0)
+        massless = (w[np.clip(y, 0, n - 1)] == 0) & (y >= 0) & (y < n)
+        y = np.where(massless, np.int64(ignore_index), y)
     if n == 2 and weight is None and smoothing == 0.0:
         _pair_run(x, nthr, (y, w, weights, scales, loss, grad), c)
         return (loss if want_loss else None), (grad if want_grad else None)

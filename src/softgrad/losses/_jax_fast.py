@@ -94,23 +94,26 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
     in_range = (y >= 0) & (y < n)
     col = jnp.where(valid & in_range, y, jnp.zeros_like(y))  # ignored rows: any column will do
     rows = jnp.arange(x.shape[0])
+    wy = _row_weights(problem, col, valid, in_range, x.dtype)
+    outside = (wy == 0)[:, None]  # rows outside the loss: gradient 0, even at NaN logits
     # e without its target entry: the one (R, C) temporary, reduced and scaled in place
     if n <= SELECT_MAX:  # short rows: a select in the exp pass is cheaper than a scatter per row
-        e = jnp.where(jnp.arange(n, dtype=col.dtype) == col[:, None], jnp.zeros_like(x), jnp.exp(x - top))
+        drop = (jnp.arange(n, dtype=col.dtype) == col[:, None]) | outside
+        e = jnp.where(drop, jnp.zeros_like(x), jnp.exp(x - top))
     else:
-        e = _put(jnp.exp(x - top), rows, col, jnp.zeros(col.shape, x.dtype))
+        e = jnp.where(outside, jnp.zeros_like(x), jnp.exp(x - top))
+        e = _put(e, rows, col, jnp.zeros(col.shape, x.dtype))
     s_y = jnp.take_along_axis(x, col[:, None], axis=-1)[:, 0] - top[:, 0]
     others = jnp.sum(e, axis=-1)
     total = others + jnp.exp(s_y)
     row_loss = jnp.where(s_y == 0, jnp.log1p(others), jnp.log(total) - s_y)
     row_loss = jnp.where(s_y == -jnp.inf, jnp.full_like(row_loss, jnp.inf), row_loss)  # also all -inf rows
-    wy = _row_weights(problem, col, valid, in_range, row_loss.dtype)
     loss, scale = _reduce(problem, wy, row_loss)
     if not want_grad:
         return loss, None
     safe = jnp.where(total == 0, jnp.ones_like(total), total)  # all -inf rows: no direction
-    at_y = -(others / safe) * scale  # a NaN row stays NaN even when ignored, as the reference and PyTorch
-    return loss, _put(e * (scale / safe)[:, None], rows, col, at_y)
+    factor = jnp.where(outside[:, 0], jnp.zeros_like(total), scale / safe)  # e is 0 there; NaN / NaN is not
+    return loss, _put(e * factor[:, None], rows, col, -others * factor)
 
 
 def _put(a: Any, rows: Any, col: Any, values: Any) -> Any:

@@ -408,6 +408,9 @@ def _block(
         q_off = xp.sum(xp.where(top1, zero, q), axis=-1, keepdims=True)
         grad = xp.where(top1, q_off - a * off, a * p - q)
         grad = xp.where(nonempty, grad, zero)  # an all -inf row has no direction to move in
+        # a row without target mass (ignored, or an all-zero probability row) does not enter the
+        # loss, so its gradient is 0 even where its logits are NaN (as the kernels give)
+        grad = xp.where(a == 0, zero, grad)
     return loss, grad
 
 
@@ -665,7 +668,9 @@ def cross_entropy(
     Equal to PyTorch's value for every combination of options PyTorch accepts (tested). On top
     of PyTorch: ``sample_weight``; any class axis; a target class with logit ``-inf`` gives
     ``+inf``; classes without target mass never contribute (``0 * log 0 = 0``, where PyTorch
-    can give NaN); a NaN logit poisons its row (unless the row is ignored).
+    can give NaN); a NaN logit poisons its row, unless the row is outside the loss (ignored, a
+    class of weight 0 without smoothing, an all-zero probability row): such a row's loss,
+    gradient and HVP are 0 on every path, whatever its logits.
     The gradient is :func:`cross_entropy_grad`, the Hessian-vector product
     :func:`cross_entropy_hvp`.
 
@@ -872,6 +877,7 @@ def cross_entropy_hvp(
         probs = _probabilities(xp, xp.astype(problem.x[sl, ...], problem.compute_dtype, copy=False))
         pv = probs * vc[sl, ...]
         hv = a * (pv - probs * xp.sum(pv, axis=-1, keepdims=True))
+        hv = xp.where(a == 0, xp.zeros_like(hv), hv)  # a row outside the loss: 0, also at NaN logits
         if out is None:
             out = xp.astype(hv, problem.out_dtype, copy=False)
         else:
