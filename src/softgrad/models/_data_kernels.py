@@ -97,7 +97,7 @@ def _block_value_grad(  # pragma: no cover - jitted
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _value_grad_parallel(  # pragma: no cover - jitted
     Z: Any, y: Any, s: Any, has_s: bool, P: Any
-) -> tuple[float, int]:
+) -> tuple[Any, Any]:
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros(nb)
@@ -106,21 +106,20 @@ def _value_grad_parallel(  # pragma: no cover - jitted
         e = np.empty((t, _BLOCK))
         lo = blk * _BLOCK
         partial[blk], bad[blk] = _block_value_grad(Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e)
-    return float(np.sum(partial)), int(np.sum(bad))
+    return partial, bad  # summed by the caller: a parallel np.sum here would change the order
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _value_grad_serial(Z: Any, y: Any, s: Any, has_s: bool, P: Any) -> tuple[float, int]:  # pragma: no cover
+def _value_grad_serial(Z: Any, y: Any, s: Any, has_s: bool, P: Any) -> tuple[Any, Any]:  # pragma: no cover
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros(nb)
-    bad = 0
+    bad = np.zeros(nb, dtype=np.int64)
     e = np.empty((t, _BLOCK))
     for blk in range(nb):
         lo = blk * _BLOCK
-        partial[blk], b = _block_value_grad(Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e)
-        bad += b
-    return float(np.sum(partial)), bad
+        partial[blk], bad[blk] = _block_value_grad(Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e)
+    return partial, bad
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -166,8 +165,8 @@ def ce_value_grad(
     ``G = s (softmax(Z) - onehot(y))`` and ``P`` the probabilities; returns
     ``(sum_i s_i CE_i, bad)``.
 
-    ``bad`` counts the rows whose largest logit is not finite or that hold a NaN; the results
-    of those rows are meaningless, so the caller must not use any result when ``bad > 0``.
+    ``bad`` is 0 when every logit is finite; otherwise it is positive (it counts non-finite
+    maxima and NaN entries) and the caller must not use any of the results.
 
     Examples
     --------
@@ -180,7 +179,8 @@ def ce_value_grad(
     """
     s, has_s = _weights(row_weight, Z.shape[0])
     run = _value_grad_parallel if _parallel(Z.size) else _value_grad_serial
-    return run(Z, np.ascontiguousarray(y, dtype=np.intp), s, has_s, P)
+    partial, bad = run(Z, np.ascontiguousarray(y, dtype=np.intp), s, has_s, P)
+    return float(np.sum(partial)), int(np.sum(bad))
 
 
 def ce_hvp_rows(P: np.ndarray, row_weight: np.ndarray | None, dZ: np.ndarray) -> None:

@@ -99,7 +99,10 @@ def lbfgs(
     # caller's threads inside the objective, where the products with X are.
     ctl = _blas()
     blas = [lib.num_threads for lib in ctl.lib_controllers if lib.user_api == "blas"]
-    threads = max(blas, default=1)
+    # The smallest: NumPy and SciPy may load two BLAS libraries, and a caller's limit set
+    # before SciPy's was loaded leaves that one at the core count. Raising NumPy's BLAS to it
+    # inside the objective made its products 10-100x slower on a busy machine (#15).
+    threads = min(blas, default=1)
 
     def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
         with ctl.limit(limits=threads, user_api="blas"):
@@ -328,15 +331,20 @@ def _steihaug(
 def newton_cg(
     obj: Objective, w0: np.ndarray, *, tol: float, max_iter: int, callback: Callback = None
 ) -> SolverResult:
-    r"""Trust-region Newton-CG (Steihaug-Toint) with the Hessian's diagonal as preconditioner.
+    r"""Trust-region Newton-CG (Steihaug-Toint) with a Kronecker-factored preconditioner.
 
     Each iteration solves the Newton system by preconditioned CG on the exact Hessian-vector
     product (the Hessian is never formed), to a relative residual
     ``min(0.5, sqrt(||g||))`` (superlinear convergence near the optimum, Nocedal & Wright
-    7.1), inside a trust region ``||p||_M <= radius`` measured in the preconditioner's norm,
-    so badly scaled features (wine: proline ~ 1000, hue ~ 1) neither stall CG nor the steps.
-    The step is taken when the objective decreased by at least ``1e-4`` of what the quadratic
-    model predicts; the radius shrinks after poor steps and grows after good boundary steps.
+    7.1) or until the model's gradient is below ``tol / 10`` (solving further cannot help the
+    stopping test). The preconditioner is the objective's :class:`~._objective.KroneckerFactors`
+    model of the Hessian (features centred against the intercept, their covariance times the
+    average curvature wrt the logits), inverted exactly; objectives without it (or with too
+    many features) get the Hessian's diagonal. The step stays inside a trust region
+    ``||p||_M <= radius`` measured in the preconditioner's norm, so badly scaled features
+    (wine: proline ~ 1000, hue ~ 1) neither stall CG nor the steps. The step is taken when the
+    objective decreased by at least ``1e-4`` of what the quadratic model predicts; the
+    radius shrinks after poor steps and grows after good boundary steps.
 
     Stops, converged, when the largest gradient component of ``scale * f`` is ``<= tol``.
     Round-off: where the predicted decrease is below ``1000 eps |f|``, differences of ``f``
