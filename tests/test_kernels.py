@@ -608,7 +608,8 @@ def test_cached_kernels_go_stale_when_any_kernel_file_changes():
     }
     assert {str(Path(p).relative_to(package)) for p in _fastexp._KERNEL_SOURCES} == jitted
     assert jitted == {
-        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py"
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
+        "models/_data_kernels.py",
     }
 
 

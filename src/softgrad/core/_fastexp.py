@@ -74,7 +74,8 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _KERNEL_SOURCES = tuple(
     os.path.join(_PACKAGE, *name.split("/"))
     for name in (
-        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py"
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
+        "models/_data_kernels.py",
     )
 )
 

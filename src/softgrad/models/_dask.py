@@ -31,11 +31,16 @@ import numpy as np
 from .._dasktools import FAN_IN, is_dask_collection, reduce_tree, sum_in_order
 from ._labels import check_two_classes
 from ._objective import (
+    _KRONECKER_MAX_FEATURES,
+    KroneckerFactors,
     SoftmaxObjective,
     block_logits,
+    data_curvature_average,
     data_curvature_moments,
+    data_feature_sums,
     data_hvp,
     data_value_and_grad,
+    moments_from_sums,
 )
 
 __all__: list[str] = []  # private module: SoftmaxRegression dispatches here on Dask input
@@ -315,6 +320,16 @@ def _block_curvature_moments(
     return data_curvature_moments(X, squares, row_weight, block_logits(X, W, b))
 
 
+def _block_feature_sums(X: Any, y: Any, row_weight: Any) -> tuple[Any, ...]:
+    return data_feature_sums(X, row_weight)
+
+
+def _block_curvature_average(
+    X: Any, y: Any, row_weight: Any, W: np.ndarray, b: np.ndarray | None
+) -> tuple[Any, ...]:
+    return (data_curvature_average(X, row_weight, W, b),)
+
+
 class DaskObjective(SoftmaxObjective):
     """The softmax-regression objective over persisted Dask blocks.
 
@@ -335,6 +350,20 @@ class DaskObjective(SoftmaxObjective):
         )
         self.data = data
         self.map_reduce = BlockMapReduce(data)
+        self._moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def kronecker_factors(self, w: np.ndarray) -> KroneckerFactors:
+        """As the in-memory objective's: the feature moments are one map-reduce per fit, the
+        curvature average one per Newton step."""
+        if self.n_features > _KRONECKER_MAX_FEATURES:
+            raise NotImplementedError
+        if self._moments is None:
+            total, first, gram = self.map_reduce(_block_feature_sums)
+            self._moments = moments_from_sums(float(total[0]), first, gram, centre=self.fit_intercept)
+        W, b = self.unpack(w)
+        (average,) = self.map_reduce(_block_curvature_average, W, b)
+        a, U = np.linalg.eigh(average)
+        return KroneckerFactors(*self._moments, a, U)
 
     def data_value_and_grad(
         self, W: np.ndarray, b: np.ndarray | None
