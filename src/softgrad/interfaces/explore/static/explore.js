@@ -548,7 +548,7 @@ function renderDerivation(host, d, temperature) {
 }
 
 const AT_SYMBOLS = {
-  x: "x", y: "y", S: "S", W: "W", T: "T", "z = Wx": "z = Wx", loss: "L", log_softmax: "\\log S", jacobian: "J",
+  x: "x", y: "y", S: "S", W: "W", b: "b", T: "T", "z = Wx": "z = Wx", "z = Wx + b": "z = Wx + b", loss: "L", log_softmax: "\\log S", jacobian: "J",
   gradient: "\\tfrac{\\partial L}{\\partial x}", "dL/dW": "\\tfrac{\\partial L}{\\partial W}",
   "dS/dT": "\\tfrac{\\partial S}{\\partial T}", "dP/dvec(W)": "\\tfrac{\\partial S}{\\partial\\,\\mathrm{vec}(W)}",
 };
