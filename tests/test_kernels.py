@@ -722,4 +722,9 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
         monkeypatch.undo()
         assert ulps(grad[at[0]], grad1[at[0]]) <= TOL[dtype]
         if kw["reduction"] == "none":
-            assert ulps(loss, loss1) <= 2
+            # both within 1.3 ULP of the exact loss (below), through different log1p's
+            assert ulps(loss, loss1) <= 3
+            some = rng.choice(np.setdiff1d(np.arange(rows), at), size=64, replace=False)
+            plain = sg.cross_entropy_value_and_grad(x, y, reduction="none")[0][some]  # short kernel
+            exact = [_exact_family(x[r], np.float64)[1][y[r]] for r in some]
+            assert ulps(plain, -np.array(exact).astype(dtype)) <= 2

@@ -416,57 +416,70 @@ def _ce_short_block(
 ) -> None:  # pragma: no cover - jitted
     """Rows ``r0 .. r0 + len(x)`` without class weights or label smoothing: the loss
     ``log1p(rest) - (x_y - m)`` and the gradient ``s (p - onehot(y))``, with ``p_y - 1`` as
-    ``-rest / total`` where the target is the (unique) top entry, as :func:`_ce_row`."""
+    ``-rest / total`` where the target is the (unique) top entry, as :func:`_ce_row`.
+
+    Every step but the last is a loop over columns, vectorized across rows (also ``log1p``);
+    the per-row loop only reads and patches the target entry."""
     wide()
     rows, n = x.shape
     m = aux[0, :rows]
-    lo = aux[1, :rows]
+    shift = aux[1, :rows]  # the minimum first, then log1p(rest)
     nan = aux[2, :rows]
     rest = aux[3, :rows]
     p_scale = aux[4, :rows]
-    _short._load(x, xt, m, lo, nan)
+    yb = y[r0 : r0 + rows]
+    _short._load(x, xt, m, shift, nan)
     single = x.itemsize == 4
     fast = True
+    special = False
     for r in range(rows):
-        fast = fast and (lo[r] - m[r]) >= -700.0
+        fast = fast and (shift[r] - m[r]) >= -700.0
+        special = special or nan[r] > 0.0 or m[r] == np.inf or m[r] == -np.inf
     _short._exp_cols(xt, et, m, single, fast)
     _short._rest(et, rest, p_scale)
+    for r in range(rows):
+        shift[r] = log1p_pos(rest[r])
     mode = c.row_scale_mode
     for r in range(rows):
         scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
         p_scale[r] = scale / (1.0 + rest[r])
     if c.want_grad:
         _ce_short_grad_cols(et, ot, p_scale)
+        _short._store(ot, grad)
     for r in range(rows):
-        yr = y[r0 + r]
+        yr = yb[r]
         scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
-        kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
-        g = grad[r] if c.want_grad else grad[0]
         lr = 0.0
         if yr == c.ignore:
             if c.want_grad:
                 for j in range(n):
-                    g[j] = 0.0
-        elif kind >= 0:
-            lr = _ce_special(x[r], kind, yr, w, c, scale, g)
+                    grad[r, j] = 0.0
         else:
             rr = rest[r]
-            shift = np.log1p(rr)
+            xy = xt[yr, r]
+            ey = et[yr, r]
             if single:
-                logp = (np.float64(x[r, yr]) - m[r]) - shift
+                logp = (xy - m[r]) - shift[r]
             else:
-                sd, err = two_diff(x[r, yr], m[r])
-                logp = (sd - shift) + (err if sd > -np.inf else 0.0)
+                sd, err = two_diff(xy, m[r])
+                logp = (sd - shift[r]) + (err if sd > -np.inf else 0.0)
             lr = -logp
             if c.want_grad:
-                for j in range(n):
-                    g[j] = ot[j, r]
                 total = 1.0 + rr
-                ey = et[yr, r]
                 top = ey == 1.0 and rr < 1.0  # the target is the unique maximum
-                g[yr] = -scale * (rr / total) if top else scale * (ey / total - 1.0)
+                grad[r, yr] = -scale * (rr / total) if top else scale * (ey / total - 1.0)
         if c.want_loss:
             loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+    if special:  # NaN, +inf, all -inf: as the reference (the sweeps above computed junk)
+        for r in range(rows):
+            yr = yb[r]
+            kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
+            if kind < 0 or yr == c.ignore:
+                continue
+            scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
+            lr = _ce_special(x[r], kind, yr, w, c, scale, grad[r] if c.want_grad else grad[0])
+            if c.want_loss:
+                loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
