@@ -609,7 +609,7 @@ def test_cached_kernels_go_stale_when_any_kernel_file_changes():
     assert {str(Path(p).relative_to(package)) for p in _fastexp._KERNEL_SOURCES} == jitted
     assert jitted == {
         "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
-        "models/_data_kernels.py",
+        "models/_data_kernels.py", "losses/_jax_ffi.py",
     }
 
 
@@ -728,3 +728,34 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
             plain = sg.cross_entropy_value_and_grad(x, y, reduction="none")[0][some]  # short kernel
             exact = [_exact_family(x[r], np.float64)[1][y[r]] for r in some]
             assert ulps(plain, -np.array(exact).astype(dtype)) <= 2
+
+
+# --- read-only input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 10, 100])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_only_inputs_give_the_same_results(n, dtype):
+    """``np.asarray`` of a JAX array, ``np.broadcast_to`` and read-only memory maps are
+    read-only: the short-row and pair kernels failed to compile for them (a Numba TypingError
+    from softmax of a read-only (300, 10) array)."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(300, n)).astype(dtype)
+    x[5, 0] = NAN  # special rows take the scalar routine with its own output argument
+    x[6, 1] = INF
+    y = np.arange(300) % n
+    v = rng.normal(size=(300, n)).astype(dtype)
+    frozen_x, frozen_v = x.copy(), v.copy()
+    frozen_x.flags.writeable = False
+    frozen_v.flags.writeable = False
+    calls = [
+        lambda a, b: sg.softmax(a),
+        lambda a, b: sg.log_softmax(a),
+        lambda a, b: sg.logsumexp(a, axis=-1),
+        lambda a, b: sg.cross_entropy_value_and_grad(a, y, reduction="none")[1],
+        lambda a, b: sg.cross_entropy_hvp(a, y, b),
+        lambda a, b: sg.softmax_vjp(a, b),
+        lambda a, b: sg.log_softmax_vjp(a, b),
+    ]
+    for call in calls:
+        np.testing.assert_array_equal(call(frozen_x, frozen_v), call(x, v))
