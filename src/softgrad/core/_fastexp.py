@@ -75,7 +75,7 @@ _KERNEL_SOURCES = tuple(
     os.path.join(_PACKAGE, *name.split("/"))
     for name in (
         "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
-        "models/_data_kernels.py",
+        "models/_data_kernels.py", "losses/_jax_ffi.py",
     )
 )
 

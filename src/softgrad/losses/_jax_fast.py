@@ -22,11 +22,11 @@ autodiff of ``log_softmax`` gives 0). Class weights, ``ignore_index`` and the th
 follow :func:`~softgrad.cross_entropy`; ``label_smoothing`` (and probability targets) take
 softgrad's array-API reference instead.
 
-Why no CPU kernel: softgrad's fused Numba kernel would have to be called through
-``jax.pure_callback``, and jaxlib (0.10) copies every argument into a new NumPy array and every
-result back into an XLA buffer (plus a ``device_put`` of the arguments). For (4096, 32000)
-float32 that fixed traffic alone costs more than XLA's whole forward+backward
-(``benchmarks/bench_autodiff.py`` notes the numbers), so it never pays on CPU.
+Rows of 2 to 32 classes without class weights on CPU (``jax.lax.platform_dependent``) go to
+softgrad's fused Numba kernel instead, called in place through XLA's FFI (:mod:`._jax_ffi`);
+``jax.pure_callback`` would copy every argument and result, which at (65536, 10) costs more than
+XLA's whole forward+backward (``benchmarks/bench_autodiff.py --callback-cost``). At many classes
+the kernel has no such edge over this XLA code, which meets its goal there.
 
 A class index outside ``[0, C)`` that is not ``ignore_index`` (nothing checks it under ``jit``)
 gives its row a NaN loss and gradient (and so a NaN sum or mean), as the reference does.
@@ -39,6 +39,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from ..core._computes import get
+from . import _jax_ffi
 
 _Problem = Any  # cross_entropy._Problem, validated by cross_entropy._prepare (looked up: no import cycle)
 
@@ -64,7 +65,7 @@ def plan(
 def value_and_grad(problem: _Problem, want_grad: bool = True) -> tuple[Any, Any]:
     """``(loss, grad)`` of a planned problem in the logits' layout; ``grad`` is None unless
     ``want_grad`` (for ``"none"``: every row's own gradient)."""
-    loss, g = _rows(problem, want_grad)
+    loss, g = _short_rows(problem, want_grad) if _jax_ffi.takes(problem) else _rows(problem, want_grad)
     if problem.opts.reduction == "none":
         loss = jnp.reshape(loss, problem.batch_shape)
     if g is None:
@@ -83,6 +84,20 @@ def reference(
     return get("cross_entropy_value_and_grad")(
         x, target, axis, weight=weight, ignore_index=ignore_index, label_smoothing=eps, reduction=reduction
     )
+
+
+def _short_rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
+    """Rows of a few classes: softgrad's Numba kernel through XLA's FFI on CPU
+    (:mod:`._jax_ffi`), this module's XLA code on other platforms."""
+    import jax
+
+    def kernel() -> tuple[Any, Any]:
+        return _jax_ffi.rows(problem, want_grad)
+
+    def lean() -> tuple[Any, Any]:
+        return _rows(problem, want_grad)
+
+    return jax.lax.platform_dependent(cpu=kernel, default=lean)
 
 
 def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
