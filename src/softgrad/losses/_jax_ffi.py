@@ -344,19 +344,21 @@ def _run(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, threads: int) -> None
 # clear the two bits for the call and restore them.
 
 
-def _handler_f32(frame: Any) -> Any:  # pragma: no cover - compiled by available()
+@numba.njit(cache=True)
+def _call(frame: int, zero: Any) -> None:  # pragma: no cover - jitted
     state = _get_mxcsr()
     _set_mxcsr(state & ~_FLUSH_BITS)
-    _handle(_address_of(frame), np.float32(0.0))
+    _handle(frame, zero)
     _set_mxcsr(state)
+
+
+def _handler_f32(frame: Any) -> Any:  # pragma: no cover - compiled by available()
+    _call(_address_of(frame), np.float32(0.0))
     return _no_error()
 
 
 def _handler_f64(frame: Any) -> Any:  # pragma: no cover - compiled by available()
-    state = _get_mxcsr()
-    _set_mxcsr(state & ~_FLUSH_BITS)
-    _handle(_address_of(frame), np.float64(0.0))
-    _set_mxcsr(state)
+    _call(_address_of(frame), np.float64(0.0))
     return _no_error()
 
 
