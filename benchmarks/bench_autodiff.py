@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per process and round")
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
     parser.add_argument("--callback-cost", action="store_true",
-                        help="only time jax.pure_callback's copies (why softgrad.jax has no CPU kernel path)")
+                        help="only time jax.pure_callback's copies (why the kernel goes through XLA's FFI)")
     args = parser.parse_args()
     if args.callback_cost:
         print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (2 cores, shared)")
