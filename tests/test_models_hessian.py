@@ -84,6 +84,10 @@ def test_sampled_hessian_is_offered_only_where_rows_outnumber_parameters(monkeyp
     X, y = tall()
     many = ArrayObjective(X, y, None, 3, C=1.0, fit_intercept=True)
     assert many.sampled_hessian(np.zeros(many.n_params)).shape == (many.n_params, many.n_params)
+    monkeypatch.setattr(_objective, "_BUILD_BUDGET", 0.1)  # the build would cost too much
+    with pytest.raises(NotImplementedError):
+        many.sampled_hessian(np.zeros(many.n_params))
+    monkeypatch.undo()
     monkeypatch.setattr(_objective, "_SAMPLED_HESSIAN_MAX_PARAMS", 10)
     with pytest.raises(NotImplementedError):
         many.sampled_hessian(np.zeros(many.n_params))
