@@ -41,12 +41,12 @@ _FORCING_EXPONENT = 0.25
 # two more products each (measured on 100000 x 50 x 10, to tol 1e-6: 7 gradients + 10
 # products with 1/4, 6 + 11 with 1/2, 6 + 15 with 3/4).
 _DENSE_FORCING_EXPONENT = 0.5
-# The dense preconditioner is kept while the accepted steps are shorter than this in its norm
-# (the root mean square of the logits' change, weighted by the curvature), where the curvature
-# p (1 - p) moves by some per cent. Measured on 100000 x 50 x 10 (gradients + products +
-# builds): to tol 1e-6, 6 + 11 + 5 always rebuilt, 6 + 11 + 4 with 0.05, 6 + 10 + 3 with 0.25,
-# and with 1.0 7 + 17 + 2. Every preconditioner is kept after a rejected step (the point did
-# not change).
+# The dense preconditioner is kept until the accepted steps since it was made add up to this
+# in its norm (the root mean square of the logits' change, weighted by the curvature), while
+# the curvature p (1 - p) moves by some per cent. Measured on 100000 x 50 x 10 (gradients +
+# products + builds): to tol 1e-6, 6 + 11 + 5 always rebuilt, 6 + 11 + 4 with 0.05, 6 + 10 + 3
+# with 0.25, and with 1.0 7 + 17 + 2. Every preconditioner is kept after a rejected step (the
+# point did not change).
 _DENSE_REUSE_BELOW = 0.25
 # The float32 solver products (obj.solver_hvp) are used under a dense Hessian preconditioner
 # whose condition number is at most this: a Newton step then keeps about 1e-2 of relative
@@ -415,17 +415,21 @@ def _steihaug(
 def newton_cg(
     obj: Objective, w0: np.ndarray, *, tol: float, max_iter: int, callback: Callback = None
 ) -> SolverResult:
-    r"""Trust-region Newton-CG (Steihaug-Toint) with a Kronecker-factored preconditioner.
+    r"""Trust-region Newton-CG (Steihaug-Toint) with a Hessian-model preconditioner.
 
     Each iteration solves the Newton system by preconditioned CG on the exact Hessian-vector
     product (the Hessian is never formed), to a relative residual
     ``min(0.5, ||g||^(1/4))`` (superlinear convergence near the optimum, Nocedal & Wright
     7.1; the exponent chosen by measurement) or until the model's gradient is below
-    ``tol / 10`` (solving further cannot help the stopping test). The preconditioner is the
-    objective's :class:`~._objective.KroneckerFactors` model of the Hessian (features centred
-    against the intercept, their covariance times the average curvature wrt the logits),
-    inverted exactly; objectives without it (or with too
-    many features) get the Hessian's diagonal. The step stays inside a trust region
+    ``tol / 10`` (solving further cannot help the stopping test). The preconditioner is, where
+    the objective offers it (many rows per parameter), its dense Hessian estimated on a sample
+    of the rows (:class:`_DenseHessian`: Cholesky-factored, forcing term ``sqrt(||g||)``, kept
+    until the steps since its build add up to ``_DENSE_REUSE_BELOW`` in its norm, and CG's
+    products in float32 where it is well conditioned); else the objective's
+    :class:`~._objective.KroneckerFactors` model of the Hessian (features centred against
+    the intercept, their covariance times the average curvature wrt the logits), inverted
+    exactly; objectives without either (or with too many features) get the Hessian's
+    diagonal. The step stays inside a trust region
     ``||p||_M <= radius`` measured in the preconditioner's norm, so badly scaled features
     (wine: proline ~ 1000, hue ~ 1) neither stall CG nor the steps. The step is taken when the
     objective decreased by at least ``1e-4`` of what the quadratic model predicts; the
@@ -456,6 +460,7 @@ def newton_cg(
             break
         if m is None or moved > getattr(m, "reuse_below", 0.0):
             m = _make_preconditioner(obj, w)
+            moved = 0.0
 
         product = obj_fast if getattr(m, "fast_products", False) else obj.hvp
 
@@ -478,10 +483,9 @@ def newton_cg(
             radius = 0.25 * step
         elif rho > 0.75 and boundary:
             radius = 2.0 * radius
-        moved = 0.0
         if rho > 1e-4 and math.isfinite(f_new):
             w, f, g = w + p, f_new, g_new
-            moved = step
+            moved += step  # since the preconditioner was made (a rejected step adds nothing)
         tiny_step = float(np.max(np.abs(p), initial=0.0)) <= 4 * eps * max(1.0, float(np.max(np.abs(w))))
         no_progress = no_progress + 1 if tiny_step or predicted <= eps * abs(f) else 0
         _record(curve, callback, f / scale)
