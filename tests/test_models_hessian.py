@@ -22,6 +22,13 @@ from softgrad.models._data_kernels import ce_hvp_rows, ce_value_grad
 from softgrad.models._objective import ArrayObjective, data_hessian
 
 
+@pytest.fixture(autouse=True)
+def small_problems_take_the_dense_path(monkeypatch):
+    """The test problems are tall but small: lift the minimum work, so that they take the
+    sampled Hessian like 100000 x 50 x 10 does (one test restores it)."""
+    monkeypatch.setattr(_objective, "_SAMPLED_HESSIAN_MIN_WORK", 0)
+
+
 def tall(n=4000, n_features=5, n_classes=3, seed=0, dtype=np.float64):
     """Many rows per parameter (the sampled Hessian's regime), labels from a softmax model."""
     rng = np.random.default_rng(seed)
@@ -79,18 +86,22 @@ def test_sampled_hessian_is_offered_only_where_rows_outnumber_parameters(monkeyp
     rng = np.random.default_rng(3)
     X_few, y_few = rng.standard_normal((200, 5)), rng.integers(0, 3, 200)
     few = ArrayObjective(X_few, y_few, None, 3, C=1.0, fit_intercept=True)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError):  # 200 rows for 18 parameters
         few.sampled_hessian(np.zeros(few.n_params))
     X, y = tall()
     many = ArrayObjective(X, y, None, 3, C=1.0, fit_intercept=True)
-    assert many.sampled_hessian(np.zeros(many.n_params)).shape == (many.n_params, many.n_params)
-    monkeypatch.setattr(_objective, "_BUILD_BUDGET", 0.1)  # the build would cost too much
-    with pytest.raises(NotImplementedError):
-        many.sampled_hessian(np.zeros(many.n_params))
-    monkeypatch.undo()
-    monkeypatch.setattr(_objective, "_SAMPLED_HESSIAN_MAX_PARAMS", 10)
-    with pytest.raises(NotImplementedError):
-        many.sampled_hessian(np.zeros(many.n_params))
+    w0 = np.zeros(many.n_params)
+    assert many.sampled_hessian(w0).shape == (many.n_params, many.n_params)
+    for name, value in [
+        ("_BUILD_BUDGET", 0.1),  # the build would cost more than the products it saves
+        ("_SAMPLED_HESSIAN_MAX_PARAMS", 10),  # the Cholesky factor would
+        ("_SAMPLED_HESSIAN_MIN_WORK", 1 << 23),  # the default: 4000 x 18 is too small to pay
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setattr(_objective, name, value)
+            with pytest.raises(NotImplementedError):
+                many.sampled_hessian(w0)
+    assert many.sampled_hessian(w0).shape == (many.n_params, many.n_params)
 
 
 def test_sample_is_evenly_spaced_and_covers_the_rows():

@@ -63,6 +63,10 @@ _KRONECKER_MAX_FEATURES = 2048
 # MNIST-5k and 200000 x 100 x 20 keep the Kronecker preconditioner.
 _SAMPLED_HESSIAN_MAX_PARAMS = 1024
 _MIN_ROWS_PER_PARAM = 20
+# ... and where a Hessian-vector product is worth saving: n P >= this (the build, Cholesky
+# factor and condition estimate have a fixed cost of a few milliseconds; small problems keep
+# the Kronecker preconditioner, and the same path as the Dask objective, which has no sample)
+_SAMPLED_HESSIAN_MIN_WORK = 1 << 23
 _SAMPLE_ROWS_PER_PARAM = 4
 _SAMPLE_FRACTION = 1 / 50
 _BUILD_BUDGET = 32
@@ -749,11 +753,13 @@ class ArrayObjective(SoftmaxObjective):
         sample ``S`` of the rows (:func:`data_hessian` times :math:`\sum_i s_i / \sum_{i \in S}
         s_i`), the penalty exact. Offered (else NotImplementedError) where its build costs
         about two Hessian-vector products and the rows far outnumber the parameters (see
-        ``_SAMPLED_HESSIAN_MAX_PARAMS``, ``_MIN_ROWS_PER_PARAM``, ``_BUILD_BUDGET``).
+        ``_SAMPLED_HESSIAN_MAX_PARAMS``, ``_SAMPLED_HESSIAN_MIN_WORK``, ``_MIN_ROWS_PER_PARAM``,
+        ``_BUILD_BUDGET``).
         """
         n, n_params = self.X.shape[0], self.n_params
         if (
             n_params > _SAMPLED_HESSIAN_MAX_PARAMS
+            or n * n_params < _SAMPLED_HESSIAN_MIN_WORK
             or n < _MIN_ROWS_PER_PARAM * n_params
             or self._sample_size() * n_params > _BUILD_BUDGET * n
         ):
