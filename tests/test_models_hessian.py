@@ -1,4 +1,4 @@
-"""The row-sampled dense Hessian preconditioner and the float32 solver products (#15).
+"""The row-sampled dense Hessian preconditioner and the kernels' column sums (#15).
 
 Oracles: central differences of the exact float64 gradient (itself tested against PyTorch
 autograd in test_models_objective.py), the exact Hessian-vector product, NumPy's dense linear
@@ -138,24 +138,6 @@ def test_newton_cg_prefers_the_sampled_hessian_and_falls_back_without_it(monkeyp
     assert isinstance(_solvers._make_preconditioner(obj, np.zeros(obj.n_params)), _solvers._DenseHessian)
     monkeypatch.setattr(_objective, "_MIN_ROWS_PER_PARAM", 10**9)
     assert isinstance(_solvers._make_preconditioner(obj, np.zeros(obj.n_params)), _solvers._Kronecker)
-
-
-def test_solver_hvp_is_the_hvp_to_float32_rounding_and_exact_for_float32_data():
-    X, y = tall()
-    obj = ArrayObjective(X, y, None, 3, C=1.0, fit_intercept=True)
-    rng = np.random.default_rng(5)
-    w, v = rng.normal(0.0, 0.5, obj.n_params), rng.standard_normal(obj.n_params)
-    exact = obj.hvp(w, v)
-    fast = obj.solver_hvp(w, v)
-    assert obj._x32 is not None and obj._x32[0].dtype == np.float32
-    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
-    # a new point refreshes the float32 probabilities
-    w2 = w + 0.3
-    np.testing.assert_allclose(obj.solver_hvp(w2, v), obj.hvp(w2, v), rtol=0, atol=1e-5 * np.abs(exact).max())
-    X32 = X.astype(np.float32)
-    obj32 = ArrayObjective(X32, y, None, 3, C=1.0, fit_intercept=True)
-    np.testing.assert_array_equal(obj32.solver_hvp(w, v), obj32.hvp(w, v))
-    assert obj32._x32 is None
 
 
 def test_kernel_column_sums_are_the_intercept_gradients():

@@ -72,10 +72,6 @@ _SAMPLE_FRACTION = 1 / 50
 _BUILD_BUDGET = 32
 
 
-# solver_hvp makes a float32 copy of dense float64 data of at most this many entries (256 MB).
-_SINGLE_COPY_MAX = 1 << 26
-
-
 # From this many features on, BLAS computes the logits faster as (W X^T)^T than as X W^T
 # (measured, one thread: MNIST-5k's 784 features 8 ms against 16 ms; 50 or 100 features:
 # no gain, or a loss).
@@ -541,12 +537,6 @@ class SoftmaxObjective:
         dW, db = self.unpack(v)
         return self._hvp_total(self.data_hvp(W, b, dW, db), v)
 
-    def solver_hvp(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The Hessian-vector product for a solver's inner CG iterations, where a relative error
-        of about 1e-6 is far below the solves' tolerance; :meth:`hvp` here, subclasses may
-        compute it in lower precision."""
-        return self.hvp(w, v)
-
     def _hvp_total(self, data: tuple[np.ndarray, np.ndarray | None], v: np.ndarray) -> np.ndarray:
         """The full objective's Hessian times ``v`` from the data term's (penalty added)."""
         h = self.pack(*self._project(*data))
@@ -590,24 +580,17 @@ class ArrayObjective(SoftmaxObjective):
         self._squares: Any = None  # X * X, made on the first preconditioner a solver asks for
         self._moments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # mu, lam, V
         self._sample: tuple[np.ndarray, Any, np.ndarray | None] | None = None  # Hessian's rows
-        # standardized float32 copy of X, its mean and scale, for solver_hvp (made on use)
-        self._x32: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._p32_fresh = False  # whether the buffer "p32" holds the probabilities at _at
 
-    def _buffer(self, name: str, dtype: Any = None) -> np.ndarray:
+    def _buffer(self, name: str) -> np.ndarray:
         buf = self._buffers.get(name)
         if buf is None:
-            kind = self.X.dtype if dtype is None else dtype
-            buf = self._buffers[name] = np.empty((self.X.shape[0], self.n_classes), dtype=kind)
+            buf = self._buffers[name] = np.empty((self.X.shape[0], self.n_classes), dtype=self.X.dtype)
         return buf
 
-    def _logits_into(
-        self, name: str, W: np.ndarray, b: np.ndarray | None, X: Any = None
-    ) -> np.ndarray:
-        """``X W^T + b`` by BLAS into the buffer ``name`` (of ``X``'s dtype; ``X`` defaults to
-        the data)."""
-        X = self.X if X is None else X
-        out = self._buffer(name, X.dtype)
+    def _logits_into(self, name: str, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``X W^T + b`` by BLAS into the buffer ``name``."""
+        X = self.X
+        out = self._buffer(name)
         if hasattr(X, "multiply"):  # scipy.sparse has no out=
             out[...] = X @ W.T
         elif self.n_features >= _WIDE_FEATURES:
@@ -618,13 +601,11 @@ class ArrayObjective(SoftmaxObjective):
             out += b
         return out
 
-    def _back(
-        self, G: np.ndarray, colsum: np.ndarray, X: Any = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _back(self, G: np.ndarray, colsum: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(G^T X, sum_i G_i)`` with the column sums from the kernel's pass (``G.sum(axis=0)``
         took 2.4 ms of a 25 ms gradient on 100000 x 10); ``G^T X`` in that order is BLAS's fast
         layout for a C-ordered ``X`` (measured: 4x faster than ``(X^T G)^T`` on MNIST-5k)."""
-        X = self.X if X is None else X
+        X = self.X
         gW = (X.T @ G).T if hasattr(X, "multiply") else G.T @ X
         return np.asarray(gW), (colsum.astype(G.dtype) if self.fit_intercept else None)
 
@@ -644,7 +625,6 @@ class ArrayObjective(SoftmaxObjective):
         if bad:
             return data_value_and_grad(self.X, self.y, self.row_weight, W, b)
         self._at = (W.copy(), None if b is None else b.copy())
-        self._p32_fresh = False
         gW, gb = self._back(Z, colsum)
         return loss, gW, gb
 
@@ -666,49 +646,6 @@ class ArrayObjective(SoftmaxObjective):
         colsum = np.empty(self.n_classes)
         ce_hvp_rows(P, self.row_weight, dZ, colsum)
         return self._back(dZ, colsum)
-
-    def solver_hvp(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
-        r""":meth:`hvp` with float32 products for dense float64 data of at most
-        ``_SINGLE_COPY_MAX`` entries, on a standardized float32 copy of ``X`` made once (half
-        the size of ``X``); the exact :meth:`hvp` otherwise.
-
-        With :math:`X = X_s \operatorname{diag}(\sigma) + 1 \mu^\top` (``X_s`` the features
-        centred and scaled, in float32): :math:`dZ = X_s (dW \operatorname{diag}\sigma)^\top
-        + (db + dW \mu)` and :math:`G^\top X = (G^\top X_s) \operatorname{diag}\sigma +
-        (\sum_i G_i) \mu^\top`, the small terms in float64. Standardized, the float32
-        rounding is relative to the features' spread, not to their offset or scale (unscaled
-        wine: proline ~ 750 +- 300, hue ~ 1). The two products with ``X`` take half the time
-        (measured: 100000 x 50 x 10, 17 ms -> 9 ms) and the result's relative error (about
-        1e-6) is far below what the CG solves ask for; the gradient, which decides where the
-        solver stops, stays float64.
-        """
-        from ._data_kernels import ce_hvp_rows
-
-        X = self.X
-        if hasattr(X, "multiply") or X.dtype != np.float64 or X.size > _SINGLE_COPY_MAX:
-            return self.hvp(w, v)
-        W, b = self.unpack(w)
-        P = self._probabilities(W, b)
-        if P is None:
-            return self.hvp(w, v)
-        if self._x32 is None:
-            mu = X.mean(axis=0)
-            sd = X.std(axis=0)
-            sd[sd == 0.0] = 1.0
-            self._x32 = ((X - mu) / sd).astype(np.float32), mu, sd
-        Xs, mu, sd = self._x32
-        P32 = self._buffer("p32", np.float32)
-        if not self._p32_fresh:
-            np.copyto(P32, P, casting="same_kind")
-            self._p32_fresh = True
-        dW, db = self.unpack(v)
-        shift = dW @ mu + (0.0 if db is None else db)
-        dZ = self._logits_into("dz32", (dW * sd).astype(np.float32), shift.astype(np.float32), Xs)
-        colsum = np.empty(self.n_classes)
-        ce_hvp_rows(P32, self.row_weight, dZ, colsum)
-        gWs, _ = self._back(dZ, colsum, Xs)
-        gW = gWs.astype(np.float64) * sd + np.outer(colsum, mu)
-        return self._hvp_total((gW, colsum if self.fit_intercept else None), v)
 
     def data_curvature_moments(
         self, W: np.ndarray, b: np.ndarray | None

@@ -48,12 +48,6 @@ _DENSE_FORCING_EXPONENT = 0.5
 # with 0.25, and with 1.0 7 + 17 + 2. Every preconditioner is kept after a rejected step (the
 # point did not change).
 _DENSE_REUSE_BELOW = 0.25
-# The float32 solver products (obj.solver_hvp) are used under a dense Hessian preconditioner
-# whose condition number is at most this: a Newton step then keeps about 1e-2 of relative
-# accuracy (float32's 1e-7 times the condition), and the iteration still converges fast
-# (100000 x 50 x 10: condition 4e4). Unscaled wine at C = 100 (K-FAC path) needed 300 Newton
-# steps with them instead of 21.
-_FAST_PRODUCTS_MAX_CONDITION = 1e5
 
 Callback = Callable[[int, float], Any] | None
 
@@ -306,7 +300,6 @@ class _DenseHessian:
         self.M = M
         self.forcing_exponent = _DENSE_FORCING_EXPONENT
         self.reuse_below = _DENSE_REUSE_BELOW
-        self.fast_products = _condition(M, self.factor[0]) <= _FAST_PRODUCTS_MAX_CONDITION
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         from scipy.linalg import cho_solve
@@ -318,14 +311,6 @@ class _DenseHessian:
 
     def norm(self, p: np.ndarray) -> float:
         return math.sqrt(max(self.inner(p, p), 0.0))
-
-
-def _condition(M: np.ndarray, lower: np.ndarray) -> float:
-    """LAPACK's estimate of the 1-norm condition number of ``M`` from its Cholesky factor."""
-    from scipy.linalg.lapack import dpocon
-
-    rcond, _ = dpocon(lower, float(np.max(np.sum(np.abs(M), axis=0))), uplo="L")
-    return 1.0 / rcond if rcond > 0 else math.inf
 
 
 def _pseudo_inverse(d: np.ndarray) -> np.ndarray:
@@ -424,8 +409,8 @@ def newton_cg(
     ``tol / 10`` (solving further cannot help the stopping test). The preconditioner is, where
     the objective offers it (many rows per parameter), its dense Hessian estimated on a sample
     of the rows (:class:`_DenseHessian`: Cholesky-factored, forcing term ``sqrt(||g||)``, kept
-    until the steps since its build add up to ``_DENSE_REUSE_BELOW`` in its norm, and CG's
-    products in float32 where it is well conditioned); else the objective's
+    until the steps since its build add up to ``_DENSE_REUSE_BELOW`` in its norm); else the
+    objective's
     :class:`~._objective.KroneckerFactors` model of the Hessian (features centred against
     the intercept, their covariance times the average curvature wrt the logits), inverted
     exactly; objectives without either (or with too many features) get the Hessian's
@@ -451,7 +436,6 @@ def newton_cg(
     no_progress = 0
     m: Any = None
     moved = math.inf
-    obj_fast = getattr(obj, "solver_hvp", obj.hvp)
     n_iter, converged, message = 0, False, "maximum number of iterations reached"
     for n_iter in range(1, max_iter + 1):
         gmax = float(np.max(np.abs(g), initial=0.0))
@@ -462,10 +446,8 @@ def newton_cg(
             m = _make_preconditioner(obj, w)
             moved = 0.0
 
-        product = obj_fast if getattr(m, "fast_products", False) else obj.hvp
-
-        def hessp(v: np.ndarray, w: np.ndarray = w, product: Any = product) -> np.ndarray:
-            return product(w, v) * scale
+        def hessp(v: np.ndarray, w: np.ndarray = w) -> np.ndarray:
+            return obj.hvp(w, v) * scale
 
         gnorm = float(np.linalg.norm(g))
         p, predicted, boundary = _steihaug(
