@@ -399,7 +399,10 @@ def test_newton_cg_reaches_sklearn_optimum_on_unscaled_data(name, C):
     f_ref = objective(ref.coef_, ref.intercept_, X, y, C) if len(np.unique(y)) > 2 else None
     f_ours = objective(model.coef_, model.intercept_, X, y, C)
     if f_ref is not None:
-        assert f_ours <= f_ref + 1e-9 * abs(f_ref)
+        # tol bounds the gradient, not the gap: at tol 1e-8 the relative gap lands anywhere
+        # below ~1e-9 by the rounding of the last CG solve (digits, C = 100: 7.8e-10, then
+        # 1.2e-9 after a change of summation order in the kernel); #15 measures gaps of 1e-8
+        assert f_ours <= f_ref + 1e-8 * abs(f_ref)
     grad_scale = C * len(y)
     # the optimality the solver promises, recomputed here: compare with a tighter refit
     with warnings.catch_warnings():

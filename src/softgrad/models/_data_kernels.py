@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ..core._fastexp import exp_fast
+from ..core._fastexp import exp_fast, log1p_pos
 
 __all__ = ["ce_hvp_rows", "ce_value_grad"]
 
@@ -41,18 +41,22 @@ _PARALLEL_ENTRIES = 1 << 22
 
 @numba.njit(cache=True, error_model="numpy")
 def _block_value_grad(  # pragma: no cover - jitted
-    Z: Any, y: Any, s: Any, has_s: bool, P: Any, lo: int, hi: int, e: Any
+    Z: Any, y: Any, s: Any, has_s: bool, P: Any, lo: int, hi: int, e: Any, colsum: Any
 ) -> tuple[float, int]:
-    # Every loop runs across the rows of the block (vectorized), one class at a time.
+    # The block is copied transposed into e (classes x rows), so that every loop but the two
+    # copies runs across the rows, contiguous and vectorized, one class at a time.
     t = Z.shape[1]
     r = hi - lo
+    for i in range(r):
+        for k in range(t):
+            e[k, i] = np.float64(Z[lo + i, k])
     m = np.empty(r)
     j = np.zeros(r, dtype=np.int64)
     for i in range(r):
-        m[i] = np.float64(Z[lo + i, 0])
+        m[i] = e[0, i]
     for k in range(1, t):
         for i in range(r):
-            v = np.float64(Z[lo + i, k])
+            v = e[k, i]
             bigger = v > m[i]
             m[i] = v if bigger else m[i]
             j[i] = k if bigger else j[i]
@@ -61,69 +65,90 @@ def _block_value_grad(  # pragma: no cover - jitted
         finite = np.isfinite(m[i])
         bad += 0 if finite else 1
         m[i] = m[i] if finite else 0.0  # the row's results are not used (bad > 0)
+    target = np.empty(r)
+    for i in range(r):
+        target[i] = e[y[lo + i], i]
     rest = np.zeros(r)
     for k in range(t):
         for i in range(r):
-            d = np.float64(Z[lo + i, k]) - m[i]
+            d = e[k, i] - m[i]
             bad += 0 if d == d else 1  # NaN (e.g. inf - inf in X W^T)
-            e[k, i] = d
-    for k in range(t):
-        for i in range(r):
             # below -700 the term is < 1e-304: clamped there it changes no sum, and exp_fast
             # (normal results only) vectorizes without the subnormal path
-            d = e[k, i]
             v = exp_fast(d if d > -700.0 else -700.0, 0.0)
             e[k, i] = v
             rest[i] += 0.0 if j[i] == k else v
     acc = 0.0
     for i in range(r):
         w = np.float64(s[lo + i]) if has_s else 1.0
+        acc += w * (log1p_pos(rest[i]) + (m[i] - target[i]))
+    for i in range(r):
+        w = np.float64(s[lo + i]) if has_s else 1.0
         yi = y[lo + i]
-        acc += w * (np.log1p(rest[i]) + (m[i] - np.float64(Z[lo + i, yi])))
         total = 1.0 + rest[i]
         off = rest[i] if yi == j[i] else total - e[yi, i]  # sum of e over the classes but y
         m[i] = -w * (off / total)  # the target entry of G (m is free now)
         rest[i] = 1.0 / total
+        target[i] = w
     for k in range(t):
         for i in range(r):
-            p = e[k, i] * rest[i]
-            P[lo + i, k] = p
-            Z[lo + i, k] = (np.float64(s[lo + i]) if has_s else 1.0) * p
+            e[k, i] *= rest[i]
     for i in range(r):
-        Z[lo + i, y[lo + i]] = m[i]
+        for k in range(t):
+            P[lo + i, k] = e[k, i]
+    for k in range(t):
+        for i in range(r):
+            e[k, i] *= target[i]
+    for i in range(r):
+        e[y[lo + i], i] = m[i]
+    for i in range(r):
+        for k in range(t):
+            g = e[k, i]
+            Z[lo + i, k] = g
+            colsum[k] += np.float64(Z[lo + i, k])
     return acc, bad
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _value_grad_parallel(  # pragma: no cover - jitted
     Z: Any, y: Any, s: Any, has_s: bool, P: Any
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros(nb)
     bad = np.zeros(nb, dtype=np.int64)
+    colsum = np.zeros((nb, t))
     for blk in prange(nb):
         e = np.empty((t, _BLOCK))
         lo = blk * _BLOCK
-        partial[blk], bad[blk] = _block_value_grad(Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e)
-    return partial, bad  # summed by the caller: a parallel np.sum here would change the order
+        partial[blk], bad[blk] = _block_value_grad(
+            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk]
+        )
+    return partial, bad, colsum  # summed by the caller: a parallel sum would change the order
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _value_grad_serial(Z: Any, y: Any, s: Any, has_s: bool, P: Any) -> tuple[Any, Any]:  # pragma: no cover
+def _value_grad_serial(  # pragma: no cover - jitted
+    Z: Any, y: Any, s: Any, has_s: bool, P: Any
+) -> tuple[Any, Any, Any]:
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros(nb)
     bad = np.zeros(nb, dtype=np.int64)
+    colsum = np.zeros((nb, t))
     e = np.empty((t, _BLOCK))
     for blk in range(nb):
         lo = blk * _BLOCK
-        partial[blk], bad[blk] = _block_value_grad(Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e)
-    return partial, bad
+        partial[blk], bad[blk] = _block_value_grad(
+            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk]
+        )
+    return partial, bad, colsum
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _block_hvp(P: Any, s: Any, has_s: bool, dZ: Any, lo: int, hi: int) -> None:  # pragma: no cover
+def _block_hvp(  # pragma: no cover - jitted
+    P: Any, s: Any, has_s: bool, dZ: Any, lo: int, hi: int, colsum: Any
+) -> None:
     t = P.shape[1]
     for i in range(lo, hi):
         dot = 0.0
@@ -132,18 +157,27 @@ def _block_hvp(P: Any, s: Any, has_s: bool, dZ: Any, lo: int, hi: int) -> None: 
         w = np.float64(s[i]) if has_s else 1.0
         for k in range(t):
             dZ[i, k] = w * np.float64(P[i, k]) * (np.float64(dZ[i, k]) - dot)
+            colsum[k] += np.float64(dZ[i, k])
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _hvp_parallel(P: Any, s: Any, has_s: bool, dZ: Any) -> None:  # pragma: no cover - jitted
-    n = P.shape[0]
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK))
+def _hvp_parallel(P: Any, s: Any, has_s: bool, dZ: Any) -> Any:  # pragma: no cover - jitted
+    n, t = P.shape
+    nb = (n + _BLOCK - 1) // _BLOCK
+    colsum = np.zeros((nb, t))
+    for blk in prange(nb):
+        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk])
+    return colsum
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _hvp_serial(P: Any, s: Any, has_s: bool, dZ: Any) -> None:  # pragma: no cover - jitted
-    _block_hvp(P, s, has_s, dZ, 0, P.shape[0])
+def _hvp_serial(P: Any, s: Any, has_s: bool, dZ: Any) -> Any:  # pragma: no cover - jitted
+    n, t = P.shape
+    nb = (n + _BLOCK - 1) // _BLOCK
+    colsum = np.zeros((nb, t))
+    for blk in range(nb):
+        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk])
+    return colsum
 
 
 def _parallel(size: int) -> bool:
@@ -159,11 +193,16 @@ def _weights(row_weight: np.ndarray | None, n: int) -> tuple[np.ndarray, bool]:
 
 
 def ce_value_grad(
-    Z: np.ndarray, y: np.ndarray, row_weight: np.ndarray | None, P: np.ndarray
+    Z: np.ndarray,
+    y: np.ndarray,
+    row_weight: np.ndarray | None,
+    P: np.ndarray,
+    colsum: np.ndarray | None = None,
 ) -> tuple[float, int]:
     r"""In place: ``Z`` (logits, ``(n, T)`` C-contiguous) becomes
     ``G = s (softmax(Z) - onehot(y))`` and ``P`` the probabilities; returns
-    ``(sum_i s_i CE_i, bad)``.
+    ``(sum_i s_i CE_i, bad)``. ``colsum`` (float64 ``(T,)``), when given, receives
+    ``sum_i G_i`` (the intercepts' gradient), summed in the same pass.
 
     ``bad`` is 0 when every logit is finite; otherwise it is positive (it counts non-finite
     maxima and NaN entries) and the caller must not use any of the results.
@@ -179,13 +218,18 @@ def ce_value_grad(
     """
     s, has_s = _weights(row_weight, Z.shape[0])
     run = _value_grad_parallel if _parallel(Z.size) else _value_grad_serial
-    partial, bad = run(Z, np.ascontiguousarray(y, dtype=np.intp), s, has_s, P)
+    partial, bad, sums = run(Z, np.ascontiguousarray(y, dtype=np.intp), s, has_s, P)
+    if colsum is not None:
+        colsum[...] = sums.sum(axis=0)
     return float(np.sum(partial)), int(np.sum(bad))
 
 
-def ce_hvp_rows(P: np.ndarray, row_weight: np.ndarray | None, dZ: np.ndarray) -> None:
+def ce_hvp_rows(
+    P: np.ndarray, row_weight: np.ndarray | None, dZ: np.ndarray, colsum: np.ndarray | None = None
+) -> None:
     r"""In place: ``dZ_i <- s_i p_i * (dZ_i - p_i . dZ_i)``, the Hessian of ``s_i CE_i`` wrt the
-    logits times ``dZ_i``, with ``P`` from :func:`ce_value_grad` at the same logits.
+    logits times ``dZ_i``, with ``P`` from :func:`ce_value_grad` at the same logits;
+    ``colsum``, when given, receives the column sums of the result (float64 ``(T,)``).
 
     Examples
     --------
@@ -195,4 +239,6 @@ def ce_hvp_rows(P: np.ndarray, row_weight: np.ndarray | None, dZ: np.ndarray) ->
     [[0.5, -0.5]]
     """
     s, has_s = _weights(row_weight, P.shape[0])
-    (_hvp_parallel if _parallel(P.size) else _hvp_serial)(P, s, has_s, dZ)
+    sums = (_hvp_parallel if _parallel(P.size) else _hvp_serial)(P, s, has_s, dZ)
+    if colsum is not None:
+        colsum[...] = sums.sum(axis=0)
