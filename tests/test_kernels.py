@@ -633,7 +633,7 @@ def short_spy(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 2, 3, 10, 17, 32])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 10, 17, 32])
 def test_short_rows_take_the_short_kernel_and_match_the_reference(dtype, n, short_spy, monkeypatch):
     """Many rows (several blocks, both threads) with every special kind scattered among them."""
     from softgrad.core import _short
@@ -693,7 +693,7 @@ def test_short_rows_within_4_ulp_of_mpmath(dtype, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [2, 10, 32])
+@pytest.mark.parametrize("n", [2, 5, 10, 32])
 def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
     """The short-row cross-entropy (no class weights, no smoothing) over several blocks and both
     threads, with specials and ignored rows scattered, against the reference; and the same
@@ -711,8 +711,15 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
     x[at[3], 0] = NAN
     x[at[4], :] = 3.0
     y[at[5]] = -100
+    x[at[6], 0] = NAN  # ignored and special: gradient 0, loss 0
+    y[at[6]] = -100
+    x[at[7], 0] = INF
+    y[at[7]] = -100
     sw = rng.uniform(0.5, 2.0, rows)
-    for kw in ({"reduction": "sum"}, {"reduction": "none", "sample_weight": sw}):
+    # (ignore_index 1 is a class: rows of class 1 leave the loss)
+    y_class_ignored = np.where(y == -100, 1, y)
+    for kw in ({"reduction": "sum"}, {"reduction": "none", "sample_weight": sw}, {"ignore_index": 1}):
+        y = y_class_ignored if "ignore_index" in kw else y
         loss, grad = sg.cross_entropy_value_and_grad(x, y, **kw)
         loss0, grad0 = reference(sg.cross_entropy_value_and_grad, x, y, **kw)
         _close(loss, loss0, dtype, scale="entry")
@@ -721,7 +728,9 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
         loss1, grad1 = sg.cross_entropy_value_and_grad(x, y, **kw)
         monkeypatch.undo()
         assert ulps(grad[at[0]], grad1[at[0]]) <= TOL[dtype]
-        if kw["reduction"] == "none":
+        ignored = y == kw.get("ignore_index", -100)
+        assert not np.any(grad[ignored]) and np.all(np.isfinite(grad[ignored]))
+        if kw.get("reduction") == "none":
             # both within 1.3 ULP of the exact loss (below), through different log1p's
             assert ulps(loss, loss1) <= 3
             some = rng.choice(np.setdiff1d(np.arange(rows), at), size=64, replace=False)
@@ -759,3 +768,23 @@ def test_read_only_inputs_give_the_same_results(n, dtype):
     ]
     for call in calls:
         np.testing.assert_array_equal(call(frozen_x, frozen_v), call(x, v))
+
+
+# --- the compensated sum of row losses ------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000, 65539])
+def test_compensated_sum_matches_fsum(size):
+    """Eight interleaved Neumaier lanes, merged compensated: within 1 ULP of the exactly
+    rounded sum (math.fsum) over 16 decades; non-finite entries give the plain sum's value."""
+    import math
+
+    rng = np.random.default_rng(size)
+    v = rng.random(size) * 10.0 ** rng.integers(-8, 8, size)
+    got, want = _rows.compensated_sum(v), math.fsum(v)
+    assert abs(got - want) <= np.spacing(want)
+    cancelling = np.concatenate([v, -v[::-1], [1e-3]])  # the exact sum is 1e-3
+    assert abs(_rows.compensated_sum(cancelling) - 1e-3) <= 1e-3 * 1e-12
+    if size:
+        assert _rows.compensated_sum(np.append(v, np.inf)) == np.inf
+        assert np.isnan(_rows.compensated_sum(np.append(v, [np.inf, np.nan])))

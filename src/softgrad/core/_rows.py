@@ -53,6 +53,7 @@ __all__ = [
     "SMALL_GROUP",
     "by_dtype",
     "classify",
+    "compensated_sum",
     "dynamic",
     "exp_sum",
     "layout",
@@ -312,6 +313,42 @@ def two_sum(s: float, c: float, t: float) -> Any:  # pragma: no cover - jitted
     else:
         c += (t - u) + s
     return u, c
+
+
+_SUM_LANES = 8
+
+
+@numba.njit(cache=True, nogil=True)  # (its lanes are arrays: NRT)
+def compensated_sum(v: Any) -> float:  # pragma: no cover - jitted
+    """``sum(v)``, compensated (Neumaier) in :data:`_SUM_LANES` interleaved lanes so that the
+    loop vectorizes (one serial chain cost 0.12 ms for 65536 entries); a non-finite total is
+    the plain sum's (no compensation of ``inf - inf``)."""
+    wide()
+    s = np.zeros(_SUM_LANES)
+    c = np.zeros(_SUM_LANES)
+    plain = np.zeros(_SUM_LANES)
+    size = v.shape[0]
+    body = size - size % _SUM_LANES
+    for i in range(0, body, _SUM_LANES):
+        for k in range(_SUM_LANES):
+            t = v[i + k]
+            a = s[k]
+            u = a + t
+            big = abs(a) >= abs(t)
+            hi = a if big else t
+            lo = t if big else a
+            c[k] += (hi - u) + lo
+            s[k] = u
+            plain[k] += t
+    total, comp, whole = 0.0, 0.0, 0.0
+    for k in range(_SUM_LANES):
+        total, comp = two_sum(total, comp, s[k])
+        total, comp = two_sum(total, comp, c[k])
+        whole += plain[k]
+    for i in range(body, size):
+        total, comp = two_sum(total, comp, v[i])
+        whole += v[i]
+    return total + comp if np.isfinite(whole) else whole
 
 
 @strict

@@ -397,8 +397,24 @@ def _ce_2d_serial(
 
 
 @_short.strict
-def _ce_short_grad_cols(et: Any, ot: Any, p_scale: Any) -> None:  # pragma: no cover - jitted
-    """``ot = p_scale * e`` column by column (rounded once to ``ot``'s dtype)."""
+def _ce_short_targets(xt: Any, et: Any, yb: Any, xy: Any, ey: Any) -> None:  # pragma: no cover
+    """``xy[r] = xt[y_r, r]`` and ``ey[r] = et[y_r, r]``, vectorized across rows (a gather;
+    ``y_r`` clipped into the block, ignored rows read junk that :func:`_ce_short_rows` drops).
+    Measured 0.2 ms for 65536 rows of 10, where a per-row read took about 0.6 ms and selects
+    over the columns 1.1 ms."""
+    wide()
+    n = xt.shape[0]
+    rows = xy.shape[0]
+    for r in range(rows):
+        k = yb[r]
+        k = 0 if k < 0 else (n - 1 if k >= n else k)
+        xy[r] = xt[k, r]
+        ey[r] = et[k, r]
+
+
+@_short.strict
+def _ce_short_grad_cols(et: Any, ot: Any, yb: Any, p_scale: Any, gy: Any) -> None:  # pragma: no cover
+    """``ot = p_scale * e`` column by column, ``gy`` at the target (rounded once to ``ot``'s dtype)."""
     wide()
     n = et.shape[0]
     rows = p_scale.shape[0]
@@ -406,7 +422,35 @@ def _ce_short_grad_cols(et: Any, ot: Any, p_scale: Any) -> None:  # pragma: no c
         ecol = et[j]
         ocol = ot[j]
         for r in range(rows):
-            ocol[r] = p_scale[r] * ecol[r]
+            ocol[r] = gy[r] if yb[r] == j else p_scale[r] * ecol[r]
+
+
+@_short.strict
+def _ce_short_rows(
+    xy: Any, ey: Any, yb: Any, m: Any, shift: Any, rest: Any, scale: Any, single: bool, c: Any,
+    lr: Any, gy: Any, p_scale: Any,
+) -> None:  # pragma: no cover - jitted
+    """Per row, vectorized: the loss ``lr = log1p(rest) - (x_y - m)`` (``shift`` holds the
+    log1p), the target's gradient ``gy`` (``-rest / total`` scaled where the target is the
+    unique top entry, as :func:`_ce_row`) and the other entries' factor ``p_scale``; 0 for
+    ignored rows."""
+    wide()
+    rows = xy.shape[0]
+    for r in range(rows):
+        keep = yb[r] != c.ignore
+        if single:
+            logp = (xy[r] - m[r]) - shift[r]
+        else:
+            sd, err = two_diff(xy[r], m[r])
+            logp = (sd - shift[r]) + (err if sd > -np.inf else 0.0)
+        rr = rest[r]
+        total = 1.0 + rr
+        s = scale[r]
+        top = ey[r] == 1.0 and rr < 1.0  # the target is the unique maximum
+        g = -s * (rr / total) if top else s * (ey[r] / total - 1.0)
+        lr[r] = -logp if keep else 0.0
+        gy[r] = g if keep else 0.0
+        p_scale[r] = s / total if keep else 0.0
 
 
 @_short.strict
@@ -418,15 +462,20 @@ def _ce_short_block(
     ``log1p(rest) - (x_y - m)`` and the gradient ``s (p - onehot(y))``, with ``p_y - 1`` as
     ``-rest / total`` where the target is the (unique) top entry, as :func:`_ce_row`.
 
-    Every step but the last is a loop over columns, vectorized across rows (also ``log1p``);
-    the per-row loop only reads and patches the target entry."""
+    Every step is a loop over columns or rows, vectorized across rows (also ``log1p`` and the
+    target's entries); only special rows (NaN, infinities) are redone one by one."""
     wide()
     rows, n = x.shape
     m = aux[0, :rows]
     shift = aux[1, :rows]  # the minimum first, then log1p(rest)
     nan = aux[2, :rows]
     rest = aux[3, :rows]
-    p_scale = aux[4, :rows]
+    p_scale = aux[4, :rows]  # the Neumaier compensation first
+    xy = aux[5, :rows]  # the target's logit
+    ey = aux[6, :rows]
+    gy = aux[7, :rows]  # the target's gradient
+    scale = aux[8, :rows]
+    lr = aux[9, :rows]  # the row's loss
     yb = y[r0 : r0 + rows]
     _short._load(x, xt, m, shift, nan)
     single = x.itemsize == 4
@@ -440,46 +489,38 @@ def _ce_short_block(
     for r in range(rows):
         shift[r] = log1p_pos(rest[r])
     mode = c.row_scale_mode
-    for r in range(rows):
-        scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
-        p_scale[r] = scale / (1.0 + rest[r])
+    if mode == 2:
+        for r in range(rows):
+            scale[r] = row_scale[r0 + r]
+    else:
+        for r in range(rows):
+            scale[r] = c.row_scale_all if mode == 1 else 1.0
+    _ce_short_targets(xt, et, yb, xy, ey)
+    _ce_short_rows(xy, ey, yb, m, shift, rest, scale, single, c, lr, gy, p_scale)
     if c.want_grad:
-        _ce_short_grad_cols(et, ot, p_scale)
+        _ce_short_grad_cols(et, ot, yb, p_scale, gy)
         _short._store(ot, grad)
-    for r in range(rows):
-        yr = yb[r]
-        scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
-        lr = 0.0
-        if yr == c.ignore:
-            if c.want_grad:
-                for j in range(n):
-                    grad[r, j] = 0.0
+    if c.want_loss:
+        if c.has_sample_weight:
+            for r in range(rows):
+                loss[r0 + r] = lr[r] * sample_weight[r0 + r]
         else:
-            rr = rest[r]
-            xy = xt[yr, r]
-            ey = et[yr, r]
-            if single:
-                logp = (xy - m[r]) - shift[r]
-            else:
-                sd, err = two_diff(xy, m[r])
-                logp = (sd - shift[r]) + (err if sd > -np.inf else 0.0)
-            lr = -logp
-            if c.want_grad:
-                total = 1.0 + rr
-                top = ey == 1.0 and rr < 1.0  # the target is the unique maximum
-                grad[r, yr] = -scale * (rr / total) if top else scale * (ey / total - 1.0)
-        if c.want_loss:
-            loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+            for r in range(rows):
+                loss[r0 + r] = lr[r]
     if special:  # NaN, +inf, all -inf: as the reference (the sweeps above computed junk)
         for r in range(rows):
             yr = yb[r]
             kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
-            if kind < 0 or yr == c.ignore:
+            if kind < 0:
                 continue
-            scale = row_scale[r0 + r] if mode == 2 else (c.row_scale_all if mode == 1 else 1.0)
-            lr = _ce_special(x[r], kind, yr, w, c, scale, grad[r] if c.want_grad else grad[0])
+            if yr == c.ignore:
+                if c.want_grad:
+                    for j in range(n):
+                        grad[r, j] = 0.0
+                continue
+            lrs = _ce_special(x[r], kind, yr, w, c, scale[r], grad[r] if c.want_grad else grad[0])
             if c.want_loss:
-                loss[r0 + r] = lr * sample_weight[r0 + r] if c.has_sample_weight else lr
+                loss[r0 + r] = lrs * sample_weight[r0 + r] if c.has_sample_weight else lrs
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -518,7 +559,7 @@ def _ce_short_2d_serial(
 def _short_run(x: np.ndarray, nthr: int, args: tuple[Any, ...], c: Constants) -> None:
     rows, n = x.shape
     per = max(1, min(rows, _short._BLOCK_ELEMS // n))
-    xt, et, ot, aux = _short.block_scratch(nthr, n, per, x.dtype)
+    xt, et, ot, aux = _short.block_scratch(nthr, n, per, x.dtype, x.dtype)
     run = _ce_short_2d if nthr > 1 else _ce_short_2d_serial
     _rows.dynamic(run, x, *args, xt, et, ot, aux, per, c)
 

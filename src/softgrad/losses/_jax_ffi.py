@@ -278,21 +278,22 @@ def _member(
 ) -> None:  # pragma: no cover
     """One problem: rows ``x`` (R, n), codes, the reduced loss (or R row losses) and gradient."""
     nrows, n = x.shape
-    y = np.empty(nrows, np.int64)
-    counted = 0
-    bad = False
-    for r in range(nrows):
-        c = code[r]
-        bad = bad or c == _BAD
-        y[r] = _IGNORED if c == _BAD else c
-        counted += c != _IGNORED
+    counted, nbad = 0, 0
+    for r in range(nrows):  # (vectorized: a per-row loop here cost 0.1 ms of 2.5 at 65536 x 10)
+        counted += code[r] != _IGNORED
+        nbad += code[r] == _BAD
+    y = code
+    if nbad:  # (rare: computed as ignored, then made NaN)
+        y = code.copy()
+        for r in range(nrows):
+            y[r] = _IGNORED if code[r] == _BAD else code[r]
     scale = 1.0
     if reduction == 2:
         scale = 1.0 / counted if counted else 0.0
     row_loss = np.empty(nrows)
     constants = _ce_kernels.Constants(0.0, float(n), _IGNORED, 1, scale, False, False, True, want_grad, False)
     _run(x, y, row_loss, grad, constants, threads)
-    if bad:
+    if nbad:
         for r in range(nrows):
             if code[r] == _BAD:
                 row_loss[r] = np.nan
@@ -302,11 +303,7 @@ def _member(
         for r in range(nrows):
             loss[r] = row_loss[r]
         return
-    total, comp, plain = 0.0, 0.0, 0.0
-    for r in range(nrows):
-        total, comp = _rows.two_sum(total, comp, row_loss[r])
-        plain += row_loss[r]
-    total = total + comp if np.isfinite(plain) else plain  # inf rows: no compensation (inf - inf)
+    total = _rows.compensated_sum(row_loss)
     if reduction == 2:
         total = total * scale if counted else np.nan
     loss[0] = total
@@ -329,10 +326,10 @@ def _run(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, threads: int) -> None
             )
     else:
         per = max(1, min(nrows, _short._BLOCK_ELEMS // n))
-        xt = np.empty((nthr, n, per + _short.PAD))  # (as _short.block_scratch)
+        xt = np.empty((nthr, n, per + _short.PAD), x.dtype)  # (as _short.block_scratch)
         et = np.empty((nthr, n, per + _short.PAD))
         ot = np.empty((nthr, n, per + _short.PAD), x.dtype)
-        aux = np.empty((nthr, 5, per + _short.PAD))
+        aux = np.empty((nthr, _short.AUX_ROWS, per + _short.PAD))
         if nthr > 1:
             _ce_kernels._ce_short_2d(x, y, ones, ones, ones, row_loss, grad, xt, et, ot, aux, per, c)
         else:
