@@ -208,6 +208,34 @@ def test_infinities_and_nan_match_the_reference():
         np.testing.assert_allclose(lean[1], ref[1], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("path", ["lean", "routed"])
+def test_positive_infinities_match_the_reference(n, path):
+    """Rows holding +inf: probability 1/k on their k infinite entries (the reference's limit),
+    so the loss is log k at one of them and +inf elsewhere. The lean XLA path gave NaN for
+    them (its shift by the maximum turned inf - inf into NaN); "routed" is softgrad.jax's own
+    choice (the FFI kernel on CPU for 3 classes, the lean path for 40)."""
+    x = np.array(_x((6, n)))
+    x[0, 1] = np.inf  # one +inf, the target
+    x[1, [0, 2]] = np.inf  # two, the target one of them: loss log 2, gradient -1/2 and 1/2
+    x[2, [0, 2]] = np.inf  # two, the target elsewhere: loss inf
+    x[3, [0, 1]] = np.inf
+    x[3, 2] = np.nan  # +inf and NaN: a NaN row
+    x[4, :] = np.inf  # all +inf
+    y = jnp.asarray([1, 0, 1, 0, 2, 0])
+    for reduction in ("none", "sum"):
+        problem = _jax_fast.plan(jnp.asarray(x), y, None, -1, -100, reduction, 0.0)
+        if path == "lean":
+            got = jax.jit(lambda o, p=problem: _jax_fast._rows(p._replace(x=o), True))(problem.x)
+        else:
+            got = jax.jit(lambda o, p=problem: _jax_fast.value_and_grad(p._replace(x=o)))(problem.x)
+        ref = _jax_fast.reference(jnp.asarray(x), y, None, -1, -100, reduction, 0.0, True)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-13)
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-13, atol=1e-15)
+    loss = _jax_fast.reference(jnp.asarray(x), y, None, -1, -100, "none", 0.0, True)[0]
+    assert np.allclose(np.asarray(loss)[[0, 1, 4]], [0.0, np.log(2.0), np.log(n)]) and np.isinf(loss[2])
+
+
 @pytest.mark.parametrize("weight", [None, jnp.asarray([0.5, 2.0, 1.0])])
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_out_of_range_labels_under_jit_give_nan_as_the_reference(reduction, weight):

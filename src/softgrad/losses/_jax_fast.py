@@ -104,6 +104,9 @@ def _rows(problem: _Problem, want_grad: bool) -> tuple[Any, Any]:
     """Loss and gradient of the rows ``problem.x`` (R, C) with class indices ``problem.target``."""
     x, y, n = problem.x, problem.target, problem.opts.n_classes
     top = jnp.max(x, axis=-1, keepdims=True)
+    # rows holding +inf (no NaN): the reference's limit, 1/k on the k infinite entries and 0
+    # elsewhere, is the softmax of 0 there and -inf elsewhere
+    x = jnp.where(top == jnp.inf, jnp.where(x == jnp.inf, jnp.zeros_like(x), jnp.full_like(x, -jnp.inf)), x)
     top = jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))  # all -inf rows: e = 0
     valid = y != problem.opts.ignore_index
     in_range = (y >= 0) & (y < n)
