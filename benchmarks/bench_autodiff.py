@@ -6,7 +6,8 @@
   optax is installed) under ``jit(value_and_grad)``, for (4096, 32000) and (65536, 10) float32
   logits, x64 off (int32 labels, JAX's default);
 * ``linear_cross_entropy`` (8192 x 512 -> 32000 classes, float32): ``softgrad.torch`` vs
-  ``F.linear`` + ``F.cross_entropy``.
+  ``F.linear`` + ``F.cross_entropy``, and ``softgrad.jax`` vs ``x @ W.T`` and jax.nn's formula
+  under ``jit(value_and_grad)`` in ``x`` and ``W``.
 
 Each implementation of each case runs in a fresh process (this file, ``--child``): a warm-up
 call on a few rows (libraries loaded, kernels compiled), then one call whose peak memory is the
@@ -46,6 +47,7 @@ CASES = {  # name: (kind, library, shape)
     "ce jax 4096x32000": ("ce", "jax", (4096, 32000)),
     "ce jax 65536x10": ("ce", "jax", (65536, 10)),
     "linear torch 8192x512->32000": ("linear", "torch", (8192, 512, 32000)),
+    "linear jax 8192x512->32000": ("linear", "jax", (8192, 512, 32000)),
 }
 QUICK = {"ce": [(512, 1000), (4096, 10)], "linear": (512, 64, 1000)}
 
@@ -119,6 +121,26 @@ def _torch_linear(impl: str, x: Any, W: Any, y: Any) -> Callable[[], Any]:
     return run
 
 
+def _jax_linear(impl: str, x: Any, W: Any, y: Any) -> Callable[[], Any]:
+    import jax
+    import jax.numpy as jnp
+
+    import softgrad.jax as sgj
+
+    jx, jW, jy = jnp.asarray(x), jnp.asarray(W), jnp.asarray(y)
+
+    def reference(o: Any, w: Any, t: Any) -> Any:
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(o @ w.T), t[:, None], axis=1))
+
+    loss_fn = sgj.linear_cross_entropy if impl == "softgrad" else reference
+    step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+
+    def run() -> Any:
+        return jax.block_until_ready(step(jx, jW, jy))
+
+    return run
+
+
 def _inputs(kind: str, shape: tuple[int, ...]) -> tuple[Any, ...]:
     rng = np.random.default_rng(0)
     if kind == "ce":
@@ -135,7 +157,7 @@ def _inputs(kind: str, shape: tuple[int, ...]) -> tuple[Any, ...]:
 
 def _make(kind: str, library: str, impl: str, arrays: tuple[Any, ...]) -> Callable[[], Any]:
     if kind == "linear":
-        return _torch_linear(impl, *arrays)
+        return (_torch_linear if library == "torch" else _jax_linear)(impl, *arrays)
     return (_torch_ce if library == "torch" else _jax_ce)(impl, *arrays)
 
 
@@ -198,9 +220,9 @@ def callback_cost(shape: tuple[int, int], repeat: int) -> None:
 # the parent: rounds of fresh processes, a table
 
 
-def _extra_references(library: str) -> list[str]:
+def _extra_references(kind: str, library: str) -> list[str]:
     """optax's integer-label cross-entropy beside jax.nn's formula, where optax is installed."""
-    if library != "jax":
+    if library != "jax" or kind != "ce":
         return []
     import importlib.util
 
@@ -234,13 +256,13 @@ def main() -> None:
     if args.quick:
         cases = {
             f"{kind} {lib} {'x'.join(map(str, shape))}": (kind, lib, shape)
-            for kind, lib in (("ce", "torch"), ("ce", "jax"), ("linear", "torch"))
+            for kind, lib in (("ce", "torch"), ("ce", "jax"), ("linear", "torch"), ("linear", "jax"))
             for shape in (QUICK["ce"] if kind == "ce" else [QUICK["linear"]])
         }
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (2 cores, shared)")
     rows = []
     for name, (kind, library, shape) in cases.items():
-        impls = ["softgrad", library, *_extra_references(library)]
+        impls = ["softgrad", library, *_extra_references(kind, library)]
         data: dict[str, list[dict]] = {impl: [] for impl in impls}
         for _ in range(args.rounds):
             for impl in impls:
