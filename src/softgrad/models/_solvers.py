@@ -278,7 +278,7 @@ class _DenseHessian:
     them again, so they get no step.
     """
 
-    def __init__(self, obj: Any, H: np.ndarray) -> None:
+    def __init__(self, obj: Any, H: np.ndarray, exact: bool = False) -> None:
         from scipy.linalg import cho_factor
 
         self.project = obj.project
@@ -299,7 +299,10 @@ class _DenseHessian:
             raise np.linalg.LinAlgError("the sampled Hessian is not positive definite")
         self.M = M
         self.forcing_exponent = _DENSE_FORCING_EXPONENT
-        self.reuse_below = _DENSE_REUSE_BELOW
+        # H exact (only at the point it was made): the Newton step is solved without CG, and
+        # the next iteration makes a new one
+        self.exact = exact
+        self.reuse_below = -1.0 if exact else _DENSE_REUSE_BELOW
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         from scipy.linalg import cho_solve
@@ -323,8 +326,13 @@ def _pseudo_inverse(d: np.ndarray) -> np.ndarray:
 
 
 def _make_preconditioner(obj: Any, w: np.ndarray) -> Any:
-    """The row-sampled dense Hessian where the objective offers it, else the Kronecker-factored
+    """The exact dense Hessian where the objective offers it at ``w`` (``W = 0`` on tall data),
+    else the row-sampled dense Hessian where it offers that, else the Kronecker-factored
     preconditioner where it offers its factors, else the diagonal one."""
+    exact = getattr(obj, "exact_hessian", None)
+    if exact is not None:
+        with contextlib.suppress(NotImplementedError, np.linalg.LinAlgError):
+            return _DenseHessian(obj, exact(w), exact=True)
     sampled = getattr(obj, "sampled_hessian", None)
     if sampled is not None:
         with contextlib.suppress(NotImplementedError, np.linalg.LinAlgError):
@@ -397,6 +405,18 @@ def _steihaug(
     return z, model_decrease(z, r), False
 
 
+def _exact_newton_step(g: np.ndarray, m: _DenseHessian, radius: float) -> tuple[np.ndarray, float, bool]:
+    """The Newton step ``-H^-1 g`` by the Cholesky factor of an exact Hessian ``m``, cut back
+    to the trust region's boundary where it is longer than ``radius``: what CG would converge
+    to in one iteration, without its Hessian-vector product. Returns it as :func:`_steihaug`
+    does (step, predicted decrease, whether it reached the boundary)."""
+    p = -m.solve(g)
+    length = m.norm(p)
+    tau = min(1.0, radius / length) if length > 0 else 1.0
+    p *= tau
+    return p, -(float(g @ p) + 0.5 * m.inner(p, p)), tau < 1.0
+
+
 def newton_cg(
     obj: Objective, w0: np.ndarray, *, tol: float, max_iter: int, callback: Callback = None
 ) -> SolverResult:
@@ -450,10 +470,14 @@ def newton_cg(
             return obj.hvp(w, v) * scale
 
         gnorm = float(np.linalg.norm(g))
-        p, predicted, boundary = _steihaug(
-            hessp, g, m, radius, rtol=min(0.5, gnorm ** getattr(m, "forcing_exponent", _FORCING_EXPONENT)),
-            max_iter=max(20, min(250, obj.n_params)), atol=_CG_ATOL * tol,
-        )
+        if getattr(m, "exact", False):
+            p, predicted, boundary = _exact_newton_step(g, m, radius)
+        else:
+            forcing = getattr(m, "forcing_exponent", _FORCING_EXPONENT)
+            p, predicted, boundary = _steihaug(
+                hessp, g, m, radius, rtol=min(0.5, gnorm**forcing),
+                max_iter=max(20, min(250, obj.n_params)), atol=_CG_ATOL * tol,
+            )
         f_new, g_new = obj.value_and_grad(w + p)
         f_new, g_new = f_new * scale, g_new * scale
         actual = f - f_new
