@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from softgrad.losses.cross_entropy import cross_entropy_hvp, cross_entropy_value_and_grad
 from softgrad.models import SoftmaxRegression, _objective, _solvers
-from softgrad.models._data_kernels import ce_hvp_rows, ce_value_grad
+from softgrad.models._data_kernels import ce_hvp_rows, ce_value_grad, class_sums
 from softgrad.models._objective import ArrayObjective, data_hvp, data_value_and_grad
 
 
@@ -199,3 +199,15 @@ def test_kernels_add_the_intercepts_as_they_read(dtype, weights):
     ce_hvp_rows(P, sw, dZ, sums, db)
     np.testing.assert_allclose(dZ, ref_H, rtol=0, atol=20 * eps * max(np.abs(ref_H).max(), 1.0))
     np.testing.assert_allclose(sums, ref_H.sum(axis=0), rtol=0, atol=1e-3 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weights", [False, True])
+def test_class_sums_match_numpy(dtype, weights):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((700, 9)).astype(dtype)
+    y = rng.integers(0, 4, 700)
+    sw = rng.uniform(0.0, 3.0, 700) if weights else None
+    ref = np.zeros((5, 9))  # class 4 has no rows: its sum is 0
+    np.add.at(ref, y, X.astype(np.float64) * (1.0 if sw is None else sw[:, None]))
+    np.testing.assert_allclose(class_sums(X, y, sw, 5), ref, rtol=1e-12, atol=1e-12)

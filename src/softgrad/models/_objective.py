@@ -385,13 +385,15 @@ class _ZeroSums:
     def of(cls, X: Any, y: np.ndarray, row_weight: np.ndarray | None, n_classes: int) -> _ZeroSums:
         import scipy.sparse as sp
 
+        from ._data_kernels import class_sums as dense_class_sums
+
         n = X.shape[0]
         s = np.ones(n) if row_weight is None else np.asarray(row_weight, dtype=np.float64)
-        onehot = sp.csr_matrix((s, (np.asarray(y), np.arange(n))), shape=(n_classes, n))
-        class_sums = onehot @ X
-        if sp.issparse(class_sums):
-            class_sums = class_sums.toarray()
-        class_sums = np.asarray(class_sums, dtype=np.float64)
+        if sp.issparse(X):
+            onehot = sp.csr_matrix((s, (np.asarray(y), np.arange(n))), shape=(n_classes, n))
+            class_sums = np.asarray((onehot @ X).toarray(), dtype=np.float64)
+        else:
+            class_sums = dense_class_sums(X, y, row_weight, n_classes)
         per_class = np.bincount(np.asarray(y), weights=s, minlength=n_classes).astype(np.float64)
         return cls(float(per_class.sum()), per_class, class_sums.sum(axis=0), class_sums)
 
