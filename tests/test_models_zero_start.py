@@ -211,3 +211,48 @@ def test_class_sums_match_numpy(dtype, weights):
     ref = np.zeros((5, 9))  # class 4 has no rows: its sum is 0
     np.add.at(ref, y, X.astype(np.float64) * (1.0 if sw is None else sw[:, None]))
     np.testing.assert_allclose(class_sums(X, y, sw, 5), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_step_logits_from_the_cg_products_match_a_fresh_gradient(monkeypatch):
+    """A Newton step's end point gets its logits from the products CG began with (no GEMM);
+    value and gradient there match a fresh objective's, and a point off the step does not use
+    them."""
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((900, 7)) + 0.5
+    y = rng.integers(0, 4, 900)
+    obj = ArrayObjective(X, y, None, 4, C=0.8, fit_intercept=True)
+    fresh = ArrayObjective(X, y, None, 4, C=0.8, fit_intercept=True)
+    w = rng.normal(0.0, 0.3, obj.n_params)
+    obj.value_and_grad(w)
+    gemms = []
+    products = ArrayObjective._products_into
+
+    def counting(self, name, W):
+        gemms.append(name)
+        return products(self, name, W)
+
+    monkeypatch.setattr(ArrayObjective, "_products_into", counting)
+    obj.step_begin(w)
+    p = np.zeros(obj.n_params)
+    for alpha in (0.7, -0.2, 1.3):  # as _steihaug forms its step
+        d = rng.standard_normal(obj.n_params)
+        obj.hvp(w, d)
+        p = p + alpha * d
+        obj.step_add(alpha)
+    gemms.clear()
+    f, g = obj.value_and_grad(w + p)
+    assert "z" not in gemms  # the logits came from the step's products
+    f_ref, g_ref = fresh.value_and_grad(w + p)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-13)
+    np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-11 * np.abs(g_ref).max())
+    # a Hessian-vector product there uses the new point's probabilities
+    v = rng.standard_normal(obj.n_params)
+    np.testing.assert_allclose(obj.hvp(w + p, v), fresh.hvp(w + p, v), rtol=0, atol=1e-10)
+    # a point that is not the start plus the summed step: computed afresh
+    obj.step_begin(w + p)
+    obj.hvp(w + p, v)
+    obj.step_add(0.5)
+    gemms.clear()
+    f2, _ = obj.value_and_grad(w + p + 0.25 * v)
+    assert "z" in gemms
+    np.testing.assert_allclose(f2, fresh.value_and_grad(w + p + 0.25 * v)[0], rtol=1e-13)

@@ -41,7 +41,7 @@ _PARALLEL_ENTRIES = 1 << 22
 
 @numba.njit(cache=True, error_model="numpy")
 def _block_value_grad(  # pragma: no cover - jitted
-    Z: Any, y: Any, s: Any, has_s: bool, P: Any, lo: int, hi: int, e: Any, colsum: Any, shift: Any
+    Z: Any, y: Any, s: Any, has_s: bool, P: Any, lo: int, hi: int, e: Any, colsum: Any, shift: Any, G: Any
 ) -> tuple[float, int]:
     # The block is copied transposed into e (classes x rows), so that every loop but the two
     # copies runs across the rows, contiguous and vectorized, one class at a time.
@@ -109,14 +109,14 @@ def _block_value_grad(  # pragma: no cover - jitted
     for i in range(r):
         for k in range(t):
             g = e[k, i]
-            Z[lo + i, k] = g
-            colsum[k] += np.float64(Z[lo + i, k])
+            G[lo + i, k] = g
+            colsum[k] += np.float64(G[lo + i, k])
     return acc, bad
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _value_grad_parallel(  # pragma: no cover - jitted
-    Z: Any, y: Any, s: Any, has_s: bool, P: Any, shift: Any
+    Z: Any, y: Any, s: Any, has_s: bool, P: Any, shift: Any, G: Any
 ) -> tuple[Any, Any, Any]:
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
@@ -127,14 +127,14 @@ def _value_grad_parallel(  # pragma: no cover - jitted
         e = np.empty((t, _BLOCK))
         lo = blk * _BLOCK
         partial[blk], bad[blk] = _block_value_grad(
-            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk], shift
+            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk], shift, G
         )
     return partial, bad, colsum  # summed by the caller: a parallel sum would change the order
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _value_grad_serial(  # pragma: no cover - jitted
-    Z: Any, y: Any, s: Any, has_s: bool, P: Any, shift: Any
+    Z: Any, y: Any, s: Any, has_s: bool, P: Any, shift: Any, G: Any
 ) -> tuple[Any, Any, Any]:
     n, t = Z.shape
     nb = (n + _BLOCK - 1) // _BLOCK
@@ -145,14 +145,14 @@ def _value_grad_serial(  # pragma: no cover - jitted
     for blk in range(nb):
         lo = blk * _BLOCK
         partial[blk], bad[blk] = _block_value_grad(
-            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk], shift
+            Z, y, s, has_s, P, lo, min(n, lo + _BLOCK), e, colsum[blk], shift, G
         )
     return partial, bad, colsum
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _block_hvp(  # pragma: no cover - jitted
-    P: Any, s: Any, has_s: bool, dZ: Any, lo: int, hi: int, colsum: Any, shift: Any
+    P: Any, s: Any, has_s: bool, dZ: Any, lo: int, hi: int, colsum: Any, shift: Any, out: Any
 ) -> None:
     t = P.shape[1]
     for i in range(lo, hi):
@@ -161,27 +161,31 @@ def _block_hvp(  # pragma: no cover - jitted
             dot += np.float64(P[i, k]) * (np.float64(dZ[i, k]) + shift[k])
         w = np.float64(s[i]) if has_s else 1.0
         for k in range(t):
-            dZ[i, k] = w * np.float64(P[i, k]) * ((np.float64(dZ[i, k]) + shift[k]) - dot)
-            colsum[k] += np.float64(dZ[i, k])
+            out[i, k] = w * np.float64(P[i, k]) * ((np.float64(dZ[i, k]) + shift[k]) - dot)
+            colsum[k] += np.float64(out[i, k])
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _hvp_parallel(P: Any, s: Any, has_s: bool, dZ: Any, shift: Any) -> Any:  # pragma: no cover - jitted
+def _hvp_parallel(  # pragma: no cover - jitted
+    P: Any, s: Any, has_s: bool, dZ: Any, shift: Any, out: Any
+) -> Any:
     n, t = P.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     colsum = np.zeros((nb, t))
     for blk in prange(nb):
-        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk], shift)
+        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk], shift, out)
     return colsum
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _hvp_serial(P: Any, s: Any, has_s: bool, dZ: Any, shift: Any) -> Any:  # pragma: no cover - jitted
+def _hvp_serial(  # pragma: no cover - jitted
+    P: Any, s: Any, has_s: bool, dZ: Any, shift: Any, out: Any
+) -> Any:
     n, t = P.shape
     nb = (n + _BLOCK - 1) // _BLOCK
     colsum = np.zeros((nb, t))
     for blk in range(nb):
-        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk], shift)
+        _block_hvp(P, s, has_s, dZ, blk * _BLOCK, min(n, (blk + 1) * _BLOCK), colsum[blk], shift, out)
     return colsum
 
 
@@ -213,9 +217,11 @@ def ce_value_grad(
     P: np.ndarray,
     colsum: np.ndarray | None = None,
     shift: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[float, int]:
     r"""In place: ``Z`` (``(n, T)`` C-contiguous) becomes ``G = s (softmax(Z + shift) -
-    onehot(y))`` and ``P`` the probabilities; returns ``(sum_i s_i CE_i, bad)`` of the logits
+    onehot(y))`` (or ``out`` does, ``Z`` kept, when given: an ``(n, T)`` array of ``Z``'s
+    dtype) and ``P`` the probabilities; returns ``(sum_i s_i CE_i, bad)`` of the logits
     ``Z + shift``. ``colsum`` (float64 ``(T,)``), when given, receives ``sum_i G_i`` (the
     intercepts' gradient), summed in the same pass. ``shift`` (``(T,)``, the intercepts;
     default 0) is added to every row as it is read, in float64: ``Z += b`` beforehand was a
@@ -236,7 +242,8 @@ def ce_value_grad(
     s, has_s = _weights(row_weight, Z.shape[0])
     run = _value_grad_parallel if _parallel(Z.size) else _value_grad_serial
     labels = np.ascontiguousarray(y, dtype=np.intp)
-    partial, bad, sums = run(Z, labels, s, has_s, P, _shift(shift, Z.shape[1]))
+    G = Z if out is None else out
+    partial, bad, sums = run(Z, labels, s, has_s, P, _shift(shift, Z.shape[1]), G)
     if colsum is not None:
         colsum[...] = sums.sum(axis=0)
     return float(np.sum(partial)), int(np.sum(bad))
@@ -248,11 +255,13 @@ def ce_hvp_rows(
     dZ: np.ndarray,
     colsum: np.ndarray | None = None,
     shift: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> None:
-    r"""In place: ``dZ_i <- s_i p_i * (u_i - p_i . u_i)`` with ``u_i = dZ_i + shift``: the
-    Hessian of ``s_i CE_i`` wrt the logits times ``u_i``, with ``P`` from :func:`ce_value_grad`
-    at the same logits; ``colsum``, when given, receives the column sums of the result
-    (float64 ``(T,)``); ``shift`` (``(T,)``, the intercepts' direction) defaults to 0.
+    r"""In place: ``dZ_i <- s_i p_i * (u_i - p_i . u_i)`` with ``u_i = dZ_i + shift`` (into
+    ``out`` instead, ``dZ`` kept, when given): the Hessian of ``s_i CE_i`` wrt the logits times
+    ``u_i``, with ``P`` from :func:`ce_value_grad` at the same logits; ``colsum``, when given,
+    receives the column sums of the result (float64 ``(T,)``); ``shift`` (``(T,)``, the
+    intercepts' direction) defaults to 0.
 
     Examples
     --------
@@ -263,7 +272,7 @@ def ce_hvp_rows(
     """
     s, has_s = _weights(row_weight, P.shape[0])
     run = _hvp_parallel if _parallel(P.size) else _hvp_serial
-    sums = run(P, s, has_s, dZ, _shift(shift, P.shape[1]))
+    sums = run(P, s, has_s, dZ, _shift(shift, P.shape[1]), dZ if out is None else out)
     if colsum is not None:
         colsum[...] = sums.sum(axis=0)
 

@@ -360,14 +360,18 @@ def _steihaug(
     rtol: float,
     max_iter: int,
     atol: float = 0.0,
+    on_move: Callable[[float], Any] | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """Preconditioned Steihaug-Toint CG for ``min g.p + p.H p / 2`` with ``||p||_M <= radius``.
 
     Stops at ``||H p + g|| <= rtol ||g||`` or ``max |H p + g| <= atol``, on the boundary, or
     on non-positive curvature (then along that direction to the boundary). Returns the step,
     the decrease the quadratic model predicts, ``-(g.p + p.H p / 2)``, and whether the step
-    reached the boundary.
+    reached the boundary. ``on_move(alpha)``, when given, is called each time the step gains
+    ``alpha`` times the direction of the last ``hvp`` (the step is their sum, formed in that
+    order), so that the objective can sum the products it began them with.
     """
+    moved = on_move if on_move is not None else (lambda alpha: None)
     z = np.zeros_like(g)
     r = g.copy()  # the model's gradient at z: g + H z
     y = m.solve(r)
@@ -385,6 +389,7 @@ def _steihaug(
         if curv <= 0.0:
             tau = _to_boundary(z, d, m, radius) if math.isfinite(radius) else 1.0
             p = z + tau * d
+            moved(tau)
             return p, model_decrease(p, r + tau * Hd), True
         alpha = ry / curv
         z_new = z + alpha * d
@@ -393,8 +398,10 @@ def _steihaug(
         if math.isfinite(radius) and m.norm(z_new) >= radius:
             tau = _to_boundary(z, d, m, radius)
             p = z + tau * d
+            moved(tau)
             return p, model_decrease(p, r + tau * Hd), True
         z = z_new
+        moved(alpha)
         r = r + alpha * Hd
         if float(np.linalg.norm(r)) <= stop or float(np.max(np.abs(r))) <= atol:
             break
@@ -474,9 +481,13 @@ def newton_cg(
             p, predicted, boundary = _exact_newton_step(g, m, radius)
         else:
             forcing = getattr(m, "forcing_exponent", _FORCING_EXPONENT)
+            begin = getattr(obj, "step_begin", None)
+            if begin is not None:
+                begin(w)
             p, predicted, boundary = _steihaug(
                 hessp, g, m, radius, rtol=min(0.5, gnorm**forcing),
                 max_iter=max(20, min(250, obj.n_params)), atol=_CG_ATOL * tol,
+                on_move=getattr(obj, "step_add", None),
             )
         f_new, g_new = obj.value_and_grad(w + p)
         f_new, g_new = f_new * scale, g_new * scale
