@@ -441,7 +441,10 @@ def newton_cg(
     :class:`~._objective.KroneckerFactors` model of the Hessian (features centred against
     the intercept, their covariance times the average curvature wrt the logits), inverted
     exactly; objectives without either (or with too many features) get the Hessian's
-    diagonal. The step stays inside a trust region
+    diagonal. Where the objective offers its exact Hessian at the point (:meth:`exact_hessian`:
+    ``W = 0``, the start, on tall data) the Newton step is solved by its Cholesky factor, without
+    CG. Objectives with ``step_begin``/``step_add`` are told how CG sums its step, so that they
+    can form the next point's logits from the products they already made. The step stays inside a trust region
     ``||p||_M <= radius`` measured in the preconditioner's norm, so badly scaled features
     (wine: proline ~ 1000, hue ~ 1) neither stall CG nor the steps. The step is taken when the
     objective decreased by at least ``1e-4`` of what the quadratic model predicts; the
