@@ -278,7 +278,7 @@ class _DenseHessian:
     them again, so they get no step.
     """
 
-    def __init__(self, obj: Any, H: np.ndarray) -> None:
+    def __init__(self, obj: Any, H: np.ndarray, exact: bool = False) -> None:
         from scipy.linalg import cho_factor
 
         self.project = obj.project
@@ -299,7 +299,10 @@ class _DenseHessian:
             raise np.linalg.LinAlgError("the sampled Hessian is not positive definite")
         self.M = M
         self.forcing_exponent = _DENSE_FORCING_EXPONENT
-        self.reuse_below = _DENSE_REUSE_BELOW
+        # H exact (only at the point it was made): the Newton step is solved without CG, and
+        # the next iteration makes a new one
+        self.exact = exact
+        self.reuse_below = -1.0 if exact else _DENSE_REUSE_BELOW
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         from scipy.linalg import cho_solve
@@ -323,8 +326,13 @@ def _pseudo_inverse(d: np.ndarray) -> np.ndarray:
 
 
 def _make_preconditioner(obj: Any, w: np.ndarray) -> Any:
-    """The row-sampled dense Hessian where the objective offers it, else the Kronecker-factored
+    """The exact dense Hessian where the objective offers it at ``w`` (``W = 0`` on tall data),
+    else the row-sampled dense Hessian where it offers that, else the Kronecker-factored
     preconditioner where it offers its factors, else the diagonal one."""
+    exact = getattr(obj, "exact_hessian", None)
+    if exact is not None:
+        with contextlib.suppress(NotImplementedError, np.linalg.LinAlgError):
+            return _DenseHessian(obj, exact(w), exact=True)
     sampled = getattr(obj, "sampled_hessian", None)
     if sampled is not None:
         with contextlib.suppress(NotImplementedError, np.linalg.LinAlgError):
@@ -352,14 +360,18 @@ def _steihaug(
     rtol: float,
     max_iter: int,
     atol: float = 0.0,
+    on_move: Callable[[float], Any] | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """Preconditioned Steihaug-Toint CG for ``min g.p + p.H p / 2`` with ``||p||_M <= radius``.
 
     Stops at ``||H p + g|| <= rtol ||g||`` or ``max |H p + g| <= atol``, on the boundary, or
     on non-positive curvature (then along that direction to the boundary). Returns the step,
     the decrease the quadratic model predicts, ``-(g.p + p.H p / 2)``, and whether the step
-    reached the boundary.
+    reached the boundary. ``on_move(alpha)``, when given, is called each time the step gains
+    ``alpha`` times the direction of the last ``hvp`` (the step is their sum, formed in that
+    order), so that the objective can sum the products it began them with.
     """
+    moved = on_move if on_move is not None else (lambda alpha: None)
     z = np.zeros_like(g)
     r = g.copy()  # the model's gradient at z: g + H z
     y = m.solve(r)
@@ -377,6 +389,7 @@ def _steihaug(
         if curv <= 0.0:
             tau = _to_boundary(z, d, m, radius) if math.isfinite(radius) else 1.0
             p = z + tau * d
+            moved(tau)
             return p, model_decrease(p, r + tau * Hd), True
         alpha = ry / curv
         z_new = z + alpha * d
@@ -385,8 +398,10 @@ def _steihaug(
         if math.isfinite(radius) and m.norm(z_new) >= radius:
             tau = _to_boundary(z, d, m, radius)
             p = z + tau * d
+            moved(tau)
             return p, model_decrease(p, r + tau * Hd), True
         z = z_new
+        moved(alpha)
         r = r + alpha * Hd
         if float(np.linalg.norm(r)) <= stop or float(np.max(np.abs(r))) <= atol:
             break
@@ -395,6 +410,18 @@ def _steihaug(
         d = -y + (ry_new / ry) * d
         ry = ry_new
     return z, model_decrease(z, r), False
+
+
+def _exact_newton_step(g: np.ndarray, m: _DenseHessian, radius: float) -> tuple[np.ndarray, float, bool]:
+    """The Newton step ``-H^-1 g`` by the Cholesky factor of an exact Hessian ``m``, cut back
+    to the trust region's boundary where it is longer than ``radius``: what CG would converge
+    to in one iteration, without its Hessian-vector product. Returns it as :func:`_steihaug`
+    does (step, predicted decrease, whether it reached the boundary)."""
+    p = -m.solve(g)
+    length = m.norm(p)
+    tau = min(1.0, radius / length) if length > 0 else 1.0
+    p *= tau
+    return p, -(float(g @ p) + 0.5 * m.inner(p, p)), tau < 1.0
 
 
 def newton_cg(
@@ -414,7 +441,10 @@ def newton_cg(
     :class:`~._objective.KroneckerFactors` model of the Hessian (features centred against
     the intercept, their covariance times the average curvature wrt the logits), inverted
     exactly; objectives without either (or with too many features) get the Hessian's
-    diagonal. The step stays inside a trust region
+    diagonal. Where the objective offers its exact Hessian at the point (:meth:`exact_hessian`:
+    ``W = 0``, the start, on tall data) the Newton step is solved by its Cholesky factor, without
+    CG. Objectives with ``step_begin``/``step_add`` are told how CG sums its step, so that they
+    can form the next point's logits from the products they already made. The step stays inside a trust region
     ``||p||_M <= radius`` measured in the preconditioner's norm, so badly scaled features
     (wine: proline ~ 1000, hue ~ 1) neither stall CG nor the steps. The step is taken when the
     objective decreased by at least ``1e-4`` of what the quadratic model predicts; the
@@ -450,10 +480,18 @@ def newton_cg(
             return obj.hvp(w, v) * scale
 
         gnorm = float(np.linalg.norm(g))
-        p, predicted, boundary = _steihaug(
-            hessp, g, m, radius, rtol=min(0.5, gnorm ** getattr(m, "forcing_exponent", _FORCING_EXPONENT)),
-            max_iter=max(20, min(250, obj.n_params)), atol=_CG_ATOL * tol,
-        )
+        if getattr(m, "exact", False):
+            p, predicted, boundary = _exact_newton_step(g, m, radius)
+        else:
+            forcing = getattr(m, "forcing_exponent", _FORCING_EXPONENT)
+            begin = getattr(obj, "step_begin", None)
+            if begin is not None:
+                begin(w)
+            p, predicted, boundary = _steihaug(
+                hessp, g, m, radius, rtol=min(0.5, gnorm**forcing),
+                max_iter=max(20, min(250, obj.n_params)), atol=_CG_ATOL * tol,
+                on_move=getattr(obj, "step_add", None),
+            )
         f_new, g_new = obj.value_and_grad(w + p)
         f_new, g_new = f_new * scale, g_new * scale
         actual = f - f_new
