@@ -1,9 +1,10 @@
 """Run the explorer: one uvicorn process on a socket bound before it starts.
 
-Binding first means the URL (with the port actually chosen, for ``port=0``) is known and
-printed before the server runs, and a port in use is an error message, not a traceback.
-uvicorn handles Ctrl-C: it stops accepting, closes idle connections and returns within
-``timeout_graceful_shutdown``.
+Binding first means the URL (with the port actually chosen, for ``port=0``) is known before
+the server runs, and a port in use is an error message, not a traceback. The URL is printed
+once uvicorn has started, so its Ctrl-C handler is in place by then: a Ctrl-C between the
+print and uvicorn's start was swallowed, and the server kept running. uvicorn handles Ctrl-C:
+it stops accepting, closes idle connections and returns within ``timeout_graceful_shutdown``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def _open_when_started(server: object, url: str) -> None:
-    deadline = time.monotonic() + 30
-    while not getattr(server, "started", False) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    webbrowser.open(url)
+def _announce_when_started(server: Any, url: str, log: Callable[[str], None], open_browser: bool) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.02)
+    if server.started:
+        log(f"softgrad explore: serving on {url}  (Ctrl-C to stop)")
+        if open_browser:
+            webbrowser.open(url)
 
 
 class _Server(uvicorn.Server):
@@ -77,7 +80,6 @@ def serve(
     server = _Server(config)
     url = url_of(sock)
     warm_up()
-    log(f"softgrad explore: serving on {url}  (Ctrl-C to stop)")
-    if open_browser:
-        threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
+    args = (server, url, log, open_browser)
+    threading.Thread(target=_announce_when_started, args=args, daemon=True).start()
     server.run(sockets=[sock])
