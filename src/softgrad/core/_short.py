@@ -206,24 +206,29 @@ def _store(ot: Any, out: Any) -> None:  # pragma: no cover - jitted
 
 
 @strict
-def _softmax_cols(et: Any, ot: Any, rest: Any, single: bool) -> None:  # pragma: no cover - jitted
-    """``ot = e / (1 + rest)`` rounded once (float64: the quotient through hi + lo, one FMA)."""
+def _softmax_cols(et: Any, ot: Any, rest: Any, hi: Any, lo: Any, single: bool) -> None:  # pragma: no cover
+    """``ot = e / (1 + rest)`` rounded once (float64: the quotient through ``hi + lo``, one FMA).
+
+    Each row's reciprocal (``hi``, and in float64 its remainder ``lo``) is computed once, not
+    once per entry inside the column loop."""
     wide()
     n = et.shape[0]
     rows = rest.shape[0]
+    for r in range(rows):
+        t = 1.0 + rest[r]
+        h = 1.0 / t
+        hi[r] = h
+        lo[r] = 0.0 if single else fma(-h, t, 1.0) / t
     for j in range(n):
         ecol = et[j]
         ocol = ot[j]
         if single:
             for r in range(rows):
-                ocol[r] = ecol[r] * (1.0 / (1.0 + rest[r]))
+                ocol[r] = ecol[r] * hi[r]
         else:
             for r in range(rows):
-                t = 1.0 + rest[r]
-                hi = 1.0 / t
-                lo = fma(-hi, t, 1.0) / t
                 b = ecol[r]
-                ocol[r] = fma(b, hi, b * lo)
+                ocol[r] = fma(b, hi[r], b * lo[r])
 
 
 @strict
@@ -264,7 +269,7 @@ def _block(
     _exp_cols(xt, et, m, single, fast)
     _rest(et, rest, comp)
     if op == 0:
-        _softmax_cols(et, ot, rest, single)
+        _softmax_cols(et, ot, rest, aux[5, :rows], aux[6, :rows], single)
     else:
         for r in range(rows):
             comp[r] = log1p_pos(rest[r])
