@@ -216,3 +216,15 @@ def to_backend() -> Any:
     """``to_backend(name, dask_chunks)``: a converter of NumPy arrays to that array library,
     for tests that pick their own backends and Dask chunking."""
     return _converter
+
+
+@pytest.fixture
+def finite_difference_hessian() -> Any:
+    """``hessian(obj, w, h=1e-5)``: the columns ``(g(w + h e_j) - g(w - h e_j)) / 2h`` of an
+    objective's exact float64 gradient ``g = obj.value_and_grad(.)[1]``."""
+
+    def hessian(obj: Any, w: np.ndarray, h: float = 1e-5) -> np.ndarray:
+        grad = lambda v: obj.value_and_grad(v)[1]  # noqa: E731
+        return np.stack([(grad(w + h * e) - grad(w - h * e)) / (2 * h) for e in np.eye(obj.n_params)], axis=1)
+
+    return hessian

@@ -39,19 +39,13 @@ def tall(n=4000, n_features=5, n_classes=3, seed=0, dtype=np.float64):
     return X, y
 
 
-def finite_difference_hessian(obj, w, h=1e-5):
-    """Columns ``(g(w + h e_j) - g(w - h e_j)) / 2h`` of the exact float64 gradient."""
-    cols = []
-    for e in np.eye(obj.n_params):
-        cols.append((obj.value_and_grad(w + h * e)[1] - obj.value_and_grad(w - h * e)[1]) / (2 * h))
-    return np.stack(cols, axis=1)
-
-
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("C", [0.7, np.inf])
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_sampled_hessian_on_every_row_is_the_hessian(fit_intercept, C, weights, sparse, monkeypatch):
+def test_sampled_hessian_on_every_row_is_the_hessian(
+    fit_intercept, C, weights, sparse, monkeypatch, finite_difference_hessian
+):
     """With the sample taken as all rows, the estimate is the exact Hessian of f (penalty and C
     included): it matches central differences of the gradient to the float32 products' rounding."""
     monkeypatch.setattr(_objective, "_MIN_ROWS_PER_PARAM", 1)

@@ -69,17 +69,13 @@ def test_value_and_gradient_at_zero_match_the_reference(fit_intercept, weights, 
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=100 * eps * float(np.abs(ref[0]).max()))
 
 
-def finite_difference_hessian(obj, w, h=1e-5):
-    grad = lambda v: obj.value_and_grad(v)[1]  # noqa: E731
-    cols = [(grad(w + h * e) - grad(w - h * e)) / (2 * h) for e in np.eye(obj.n_params)]
-    return np.stack(cols, axis=1)
-
-
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("C", [0.7, np.inf])
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_exact_hessian_at_zero_is_the_hessian(fit_intercept, C, weights, sparse, tall_regime):
+def test_exact_hessian_at_zero_is_the_hessian(
+    fit_intercept, C, weights, sparse, tall_regime, finite_difference_hessian
+):
     X, y, sw = problem(n=400, weights=weights, sparse=sparse)
     obj = ArrayObjective(X, y, sw, 3, C=C, fit_intercept=fit_intercept)
     w = np.zeros(obj.n_params)
