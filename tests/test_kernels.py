@@ -73,8 +73,9 @@ def spy(monkeypatch):
 
 
 def special_rows(n: int, dtype, rng) -> np.ndarray:
-    """Random rows plus every special kind: +inf (one, two), all -inf, some -inf, NaN, ties."""
-    x = (rng.standard_normal((9, n)) * 4).astype(dtype)
+    """Random rows plus every special kind: +inf (one, two), all -inf, some -inf, NaN, ties, and
+    a regular row whose sum overflows (the short kernels look twice at rows with a non-finite sum)."""
+    x = (rng.standard_normal((10, n)) * 4).astype(dtype)
     x[1, 0] = INF
     x[2, :] = -INF
     x[3, n // 2] = NAN
@@ -86,6 +87,8 @@ def special_rows(n: int, dtype, rng) -> np.ndarray:
     if n > 1:
         x[1, -1] = INF
         x[8, : n // 2] = -1e30 if dtype == np.float32 else -1e300  # beyond exp's range
+    x[9, :] = np.finfo(dtype).max
+    x[9, 0] = np.finfo(dtype).max / 2
     return x
 
 
@@ -704,7 +707,7 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
     rows = _rows.PARALLEL_MIN // n + 11
     x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
     y = rng.integers(0, n, rows)
-    at = rng.choice(rows, size=8, replace=False)
+    at = rng.choice(rows, size=9, replace=False)
     x[at[0], y[at[0]]] = 40.0  # confident and right: p_y - 1 = -rest / total
     x[at[1], :] = -INF
     x[at[2], 0] = INF
@@ -715,6 +718,7 @@ def test_short_rows_cross_entropy_over_many_blocks(dtype, n, monkeypatch):
     y[at[6]] = -100
     x[at[7], 0] = INF
     y[at[7]] = -100
+    x[at[8], :] = np.finfo(dtype).max  # regular, but its sum overflows
     sw = rng.uniform(0.5, 2.0, rows)
     # (ignore_index 1 is a class: rows of class 1 leave the loss)
     y_class_ignored = np.where(y == -100, 1, y)

@@ -131,8 +131,9 @@ def test_many_pairs_across_blocks_and_threads(dtype, pair_spy):
     rng = np.random.default_rng(21)
     rows = _rows.PARALLEL_MIN // 2 + 3 * _short.PAIR_ROWS + 5
     x = (rng.standard_normal((rows, 2)) * 6).astype(dtype)
-    at = rng.choice(rows, 9, replace=False)
-    x[at] = special_rows(2, dtype, rng)
+    specials = special_rows(2, dtype, rng)
+    at = rng.choice(rows, len(specials), replace=False)
+    x[at] = specials
     for fn in (sg.softmax, sg.log_softmax):
         got, want = fn(x), reference(fn, x)
         assert ulps(got, want) <= TOL[dtype], fn.__name__
@@ -174,10 +175,12 @@ def test_pair_cross_entropy_as_the_reference(dtype, monkeypatch):
     rows = _rows.PARALLEL_MIN // 2 + 2 * _short.PAIR_ROWS + 3
     x = (rng.standard_normal((rows, 2)) * 4).astype(dtype)
     y = rng.integers(0, 2, rows)
-    at = rng.choice(rows, 10, replace=False)
-    x[at[:9]] = special_rows(2, dtype, rng)
-    x[at[9]] = [40.0, 0.0]
-    y[at[9]] = 0
+    specials = special_rows(2, dtype, rng)
+    k = len(specials)
+    at = rng.choice(rows, k + 1, replace=False)
+    x[at[:k]] = specials
+    x[at[k]] = [40.0, 0.0]
+    y[at[k]] = 0
     y[at[2]] = -100  # an ignored special row
     y[at[:9:3]] = 1
     sw = rng.uniform(0.5, 2.0, rows)

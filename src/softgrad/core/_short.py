@@ -6,7 +6,7 @@ their vector loops never fill a register and the per-row work dominates. Here a 
 input's dtype; every step computes in float64), and every step is a loop over the columns,
 vectorized across rows:
 
-1. the maximum, minimum and NaN count of every row (:func:`_load`);
+1. the maximum and sum of every row, and in float64 its minimum (:func:`_load`);
 2. ``e = exp(x - m)`` exactly as the row kernels compute it (:func:`_exp_cols`): float32 in
    float64 (``x - m`` exact, :func:`exp_lowp`), float64 with the TwoSum remainder of
    ``x - m`` folded into the exp (the clamped exp where a row's spread reaches 700);
@@ -14,7 +14,8 @@ vectorized across rows:
    the rest keeps its relative accuracy for log1p and for the softmax of a dominant entry;
 4. the results, rounded once, transposed back on the store (:func:`_store`).
 
-Rows holding NaN or ``+inf``, or only ``-inf``, are redone afterwards by :func:`special_row`
+Rows holding NaN or ``+inf``, or only ``-inf`` (found by :func:`row_kind` among the rows
+whose sum is not finite), are redone afterwards by :func:`special_row`
 (shared with the row kernels), as the reference treats them. Tests compare the results with
 the reference, with the row kernels and with mpmath (tests/test_kernels.py).
 
@@ -49,6 +50,7 @@ __all__ = [
     "logsumexp_2d",
     "pair_probs",
     "pair_split",
+    "row_kind",
     "softmax_2d",
     "special_row",
     "strict",
@@ -108,9 +110,14 @@ but slower from 16 on; the store 0.45 -> 0.31 ms at 10, slower from 16 on."""
 
 
 @strict
-def _load(x: Any, xt: Any, m: Any, lo: Any, nan: Any) -> None:  # pragma: no cover - jitted
+def _load(x: Any, xt: Any, m: Any, lo: Any, total: Any, single: bool) -> None:  # pragma: no cover
     """Transpose the block ``x`` (rows, n) into ``xt`` (n, rows, ``x``'s dtype), with each
-    row's maximum ``m``, minimum ``lo`` and NaN count ``nan`` (float64), vectorized across rows."""
+    row's maximum ``m`` and sum ``total`` (float64), and for float64 rows (not ``single``) the
+    minimum ``lo``; vectorized across rows.
+
+    ``total`` is finite unless the row holds NaN or an infinity (or, in float64, its sum
+    overflows): only such rows need :func:`row_kind`. float32 rows skip the minimum (their exp
+    clamps instead): measured 0.20 -> 0.06 ms for these sweeps on 65536 x 10, one thread."""
     wide()
     rows, n = x.shape
     if n <= GATHER_MAX:
@@ -127,14 +134,34 @@ def _load(x: Any, xt: Any, m: Any, lo: Any, nan: Any) -> None:  # pragma: no cov
     for r in range(rows):
         m[r] = -np.inf
         lo[r] = np.inf
-        nan[r] = 0.0
+        total[r] = 0.0
     for j in range(n):
         col = xt[j]
-        for r in range(rows):
-            v = np.float64(col[r])
-            m[r] = v if v > m[r] else m[r]
-            lo[r] = v if v < lo[r] else lo[r]
-            nan[r] += 1.0 if v != v else 0.0
+        if single:
+            for r in range(rows):
+                v = np.float64(col[r])
+                m[r] = v if v > m[r] else m[r]
+                total[r] += v
+        else:
+            for r in range(rows):
+                v = np.float64(col[r])
+                m[r] = v if v > m[r] else m[r]
+                lo[r] = v if v < lo[r] else lo[r]
+                total[r] += v
+
+
+@strict
+def row_kind(x: Any) -> int:  # pragma: no cover - jitted
+    """The :func:`special_row` kind of the row ``x``: 0 if it holds NaN, else 1 if it holds
+    ``+inf``, 2 if every entry is ``-inf``, and -1 for a regular row."""
+    pos = False
+    neg = True
+    for v in x:
+        if v != v:
+            return 0
+        pos = pos or v == np.inf
+        neg = neg and v == -np.inf
+    return 1 if pos else (2 if neg else -1)
 
 
 @strict
@@ -258,14 +285,15 @@ def _block(
     rows = x.shape[0]
     m = aux[0, :rows]
     lo = aux[1, :rows]
-    nan = aux[2, :rows]
+    total = aux[2, :rows]
     rest = aux[3, :rows]
     comp = aux[4, :rows]
-    _load(x, xt, m, lo, nan)
     single = x.itemsize == 4
+    _load(x, xt, m, lo, total, single)
     fast = True
-    for r in range(rows):
-        fast = fast and (lo[r] - m[r]) >= -700.0
+    if not single:
+        for r in range(rows):
+            fast = fast and (lo[r] - m[r]) >= -700.0
     _exp_cols(xt, et, m, single, fast)
     _rest(et, rest, comp)
     if op == 0:
@@ -281,7 +309,9 @@ def _block(
     if op < 2:
         _store(ot, out)
     for r in range(rows):  # NaN, +inf, all -inf: as the reference (the rest computed junk)
-        kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
+        if np.isfinite(total[r]):
+            continue
+        kind = row_kind(x[r])
         if kind >= 0:
             if op < 2:  # (out or lse: x may be read-only, and out must not be typed as x)
                 special_row(x[r], out[r], kind, op)

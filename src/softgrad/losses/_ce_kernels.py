@@ -467,8 +467,8 @@ def _ce_short_block(
     wide()
     rows, n = x.shape
     m = aux[0, :rows]
-    shift = aux[1, :rows]  # the minimum first, then log1p(rest)
-    nan = aux[2, :rows]
+    shift = aux[1, :rows]  # the minimum first (float64), then log1p(rest)
+    total = aux[2, :rows]  # the row's sum: not finite where the row may be special
     rest = aux[3, :rows]
     p_scale = aux[4, :rows]  # the Neumaier compensation first
     xy = aux[5, :rows]  # the target's logit
@@ -477,13 +477,15 @@ def _ce_short_block(
     scale = aux[8, :rows]
     lr = aux[9, :rows]  # the row's loss
     yb = y[r0 : r0 + rows]
-    _short._load(x, xt, m, shift, nan)
     single = x.itemsize == 4
+    _short._load(x, xt, m, shift, total, single)
     fast = True
     special = False
     for r in range(rows):
-        fast = fast and (shift[r] - m[r]) >= -700.0
-        special = special or nan[r] > 0.0 or m[r] == np.inf or m[r] == -np.inf
+        special = special or not np.isfinite(total[r])
+    if not single:
+        for r in range(rows):
+            fast = fast and (shift[r] - m[r]) >= -700.0
     _short._exp_cols(xt, et, m, single, fast)
     _short._rest(et, rest, p_scale)
     for r in range(rows):
@@ -509,10 +511,12 @@ def _ce_short_block(
                 loss[r0 + r] = lr[r]
     if special:  # NaN, +inf, all -inf: as the reference (the sweeps above computed junk)
         for r in range(rows):
-            yr = yb[r]
-            kind = 0 if nan[r] > 0.0 else (1 if m[r] == np.inf else (2 if m[r] == -np.inf else -1))
+            if np.isfinite(total[r]):
+                continue
+            kind = _short.row_kind(x[r])
             if kind < 0:
                 continue
+            yr = yb[r]
             if yr == c.ignore:
                 if c.want_grad:
                     for j in range(n):
