@@ -378,3 +378,25 @@ def test_linear_cross_entropy_never_forms_the_logits():
         sgj.linear_cross_entropy(x, W, t[:3])
     with pytest.raises(TypeError, match="float32 or float64"):
         sgj.linear_cross_entropy(x.astype(jnp.float16), W.astype(jnp.float16), t)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_cross_entropy_gradient_from_three_products_and_its_hessian(reduction):
+    """For "mean"/"sum" the VJP's forward pass computes the gradients (x W^T, g^T x, g W: three
+    products, as autodiff of the formula); "none" scans again (four). Both stay differentiable:
+    the Hessian in W against jax.hessian of the plain formula."""
+    rng = np.random.default_rng(23)
+    x, W = jnp.asarray(rng.normal(size=(9, 4))), jnp.asarray(rng.normal(size=(6, 4)))
+    b, t = jnp.asarray(rng.normal(size=6)), _labels(9, 6, 24).at[2].set(-100)
+
+    def ours(W):
+        return jnp.sum(sgj.linear_cross_entropy(x, W, t, b, reduction=reduction, chunk_size=4))
+
+    def plain(W):
+        return jnp.sum(_plain_linear(x, W, b, t, reduction))
+
+    jaxpr = str(jax.make_jaxpr(jax.value_and_grad(ours))(W))
+    assert jaxpr.count("dot_general") == (4 if reduction == "none" else 3)
+    want = jax.hessian(plain)(W)
+    np.testing.assert_allclose(jax.jacrev(jax.grad(ours))(W), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(jax.hessian(ours)(W), want, rtol=1e-12, atol=1e-14)
