@@ -380,14 +380,15 @@ def test_linear_cross_entropy_never_forms_the_logits():
         sgj.linear_cross_entropy(x.astype(jnp.float16), W.astype(jnp.float16), t)
 
 
+@pytest.mark.parametrize("classes", [6, 40])  # the FFI kernel's short rows, the lean XLA path
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_linear_cross_entropy_gradient_from_three_products_and_its_hessian(reduction):
+def test_linear_cross_entropy_gradient_from_three_products_and_its_hessian(reduction, classes):
     """For "mean"/"sum" the VJP's forward pass computes the gradients (x W^T, g^T x, g W: three
     products, as autodiff of the formula); "none" scans again (four). Both stay differentiable:
     the Hessian in W against jax.hessian of the plain formula."""
     rng = np.random.default_rng(23)
-    x, W = jnp.asarray(rng.normal(size=(9, 4))), jnp.asarray(rng.normal(size=(6, 4)))
-    b, t = jnp.asarray(rng.normal(size=6)), _labels(9, 6, 24).at[2].set(-100)
+    x, W = jnp.asarray(rng.normal(size=(9, 4))), jnp.asarray(rng.normal(size=(classes, 4)))
+    b, t = jnp.asarray(rng.normal(size=classes)), _labels(9, classes, 24).at[2].set(-100)
 
     def ours(W):
         return jnp.sum(sgj.linear_cross_entropy(x, W, t, b, reduction=reduction, chunk_size=4))
