@@ -193,3 +193,24 @@ def test_bad_shapes():
         sg.linear_cross_entropy(x, W, np.full(B, 9), b)
     with pytest.raises(TypeError, match="integer"):
         sg.linear_cross_entropy(x, W, y.astype(float), b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunk_products_through_one_blas_match_numpy(dtype):
+    """The chunk loop's three products (``x W^T``, ``g W``, ``dW += g^T x``) through SciPy's
+    gemm, in place, for C-ordered, Fortran-ordered and strided operands and single rows."""
+    from softgrad.losses._linear_chunks import _matmul_into
+
+    rng = np.random.default_rng(5)
+    x, W = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+    g = rng.standard_normal((7, 4)).astype(dtype)
+    tol = {"rtol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12}
+    for a, b in [(x, W.T), (g, W), (np.asfortranarray(x), W.T), (x[:, ::2], W[:, ::2].T), (x[:1], W.T)]:
+        out = np.full((a.shape[0], b.shape[1]), np.nan, dtype)
+        assert _matmul_into(out, a, b) is out
+        np.testing.assert_allclose(out, a @ b, **tol)
+    dW = rng.standard_normal((4, 5)).astype(dtype)
+    want = dW + g.T @ x
+    address = dW.ctypes.data
+    assert _matmul_into(dW, g.T, x, accumulate=True) is dW and dW.ctypes.data == address
+    np.testing.assert_allclose(dW, want, **tol)
