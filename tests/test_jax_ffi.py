@@ -5,6 +5,7 @@ special rows, bad labels, and a fresh process with x64 off."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -286,3 +287,76 @@ def test_subnormals_survive_xla_and_later_numpy_calls():
     out = subprocess.run([sys.executable, "-c", SUBNORMALS], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks shared with XLA's thread pool: the handler against a stand-in for XLA's API table that
+# runs the helper task at once (on the calling thread), later (after the handler returned), or
+# refuses it (no thread pool). Each way every row must come out as the reference computes it.
+
+_API_CALL = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
+_TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class _FakePool:
+    """An ``XLA_FFI_Api`` table with the entries the handler reads (its size, Error_Destroy and
+    ThreadPool_Schedule), scheduling helpers as ``mode`` says."""
+
+    def __init__(self, mode):
+        self.mode, self.deferred, self.destroyed, self.scheduled = mode, [], [], 0
+        self._schedule, self._destroy = _API_CALL(self.schedule), _API_CALL(self.destroy)
+        self.table = np.zeros(_jax_ffi._API_SCHEDULE + 1, np.int64)
+        self.table[0] = 8 * self.table.size
+        self.table[_jax_ffi._API_ERROR_DESTROY] = ctypes.cast(self._destroy, ctypes.c_void_p).value
+        self.table[_jax_ffi._API_SCHEDULE] = ctypes.cast(self._schedule, ctypes.c_void_p).value
+
+    def schedule(self, args):
+        size, _, _, task, data = (ctypes.c_int64 * 5).from_address(args)
+        assert size == _jax_ffi._SCHEDULE_ARGS_BYTES
+        self.scheduled += 1
+        if self.mode == "refuse":
+            return 0x5EED  # (an XLA_FFI_Error*, only ever handed back to Error_Destroy)
+        if self.mode == "inline":
+            _TASK(task)(data)
+        else:
+            self.deferred.append((task, data))
+        return None
+
+    def destroy(self, args):
+        self.destroyed.append((ctypes.c_int64 * 3).from_address(args)[2])
+        return None
+
+
+@pytest.mark.parametrize("mode", ["inline", "later", "refuse"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_shared_with_the_thread_pool_whenever_its_task_runs(mode, dtype):
+    from softgrad.losses._ce_kernels import Constants
+
+    rows, n = 30_000, 10  # (above the parallel threshold: helpers are asked for)
+    x = _x((rows, n), seed=4, dtype=dtype)
+    y = _labels(rows, n, seed=5).astype(np.int32)
+    row_loss, grad = np.full(rows, np.nan), np.full((rows, n), np.nan, dtype)
+    pool = _FakePool(mode)
+    c = Constants(0.0, float(n), -1, 1, 1.0 / rows, False, False, True, True, False)
+    _jax_ffi._run(x, y, row_loss, grad, c, _jax_ffi._Pool(pool.table.ctypes.data, 0, 2))
+    want_rows = sg.cross_entropy(x.astype(np.float64), y, reduction="none")
+    _, want_grad = sg.cross_entropy_value_and_grad(x, y)
+    np.testing.assert_allclose(row_loss, want_rows, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_allclose(grad, want_grad, rtol=2e-6 if dtype == np.float32 else 1e-13, atol=0)
+    assert pool.scheduled == 1
+    assert pool.destroyed == ([0x5EED] if mode == "refuse" else [])
+    for task, data in pool.deferred:  # a helper that comes after the handler returned
+        before = grad.copy()
+        _TASK(task)(data)  # (finds no block left, touches nothing, frees the state)
+        np.testing.assert_array_equal(grad, before)
+
+
+def test_helpers_are_asked_for_only_above_the_parallel_threshold():
+    from softgrad.losses._ce_kernels import Constants
+
+    rows, n = 1000, 10
+    x, y = _x((rows, n), dtype=np.float32), _labels(rows, n).astype(np.int32)
+    pool = _FakePool("inline")
+    c = Constants(0.0, float(n), -1, 1, 1.0, False, False, True, True, False)
+    _jax_ffi._run(x, y, np.empty(rows), np.empty_like(x), c, _jax_ffi._Pool(pool.table.ctypes.data, 0, 2))
+    assert pool.scheduled == 0

@@ -588,8 +588,8 @@ def test_bench_bad_options(capsys):
 
 def test_cached_kernels_go_stale_when_any_kernel_file_changes():
     """Numba stamps a cached function with its own file only; the kernels call the row machinery
-    of _rows.py and the intrinsics of _fastexp.py, so every kernel's stamp covers every kernel
-    file (an edit to any of them must recompile them all)."""
+    of _rows.py and the intrinsics of _fastexp.py, _transpose.py and _ffi_native.py, so every
+    kernel's stamp covers every kernel file (an edit to any of them must recompile them all)."""
     import hashlib
     from pathlib import Path
 
@@ -607,12 +607,13 @@ def test_cached_kernels_go_stale_when_any_kernel_file_changes():
     jitted = {  # every file that compiles code with Numba, found by reading the sources
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if "numba" in path.read_text() and ("@strict" in path.read_text() or "njit" in path.read_text())
+        if "numba" in path.read_text()
+        and any(mark in path.read_text() for mark in ("@strict", "njit", "intrinsic("))
     }
     assert {str(Path(p).relative_to(package)) for p in _fastexp._KERNEL_SOURCES} == jitted
     assert jitted == {
-        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
-        "models/_data_kernels.py", "losses/_jax_ffi.py",
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "core/_transpose.py",
+        "losses/_ce_kernels.py", "models/_data_kernels.py", "losses/_jax_ffi.py", "losses/_ffi_native.py",
     }
 
 

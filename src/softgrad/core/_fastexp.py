@@ -69,13 +69,14 @@ __all__ = [
 # The disk cache: one stamp for all kernel sources.
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Every file that defines jitted code, whichever layer it lives in: the cross-entropy kernel sits
-# beside cross-entropy in losses/ and calls the row machinery and the intrinsics of core/.
+# Every file that defines jitted code or Numba intrinsics, whichever layer it lives in: the
+# cross-entropy kernel sits beside cross-entropy in losses/ and calls the row machinery and
+# the intrinsics of core/.
 _KERNEL_SOURCES = tuple(
     os.path.join(_PACKAGE, *name.split("/"))
     for name in (
-        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "losses/_ce_kernels.py",
-        "models/_data_kernels.py", "losses/_jax_ffi.py",
+        "core/_fastexp.py", "core/_rows.py", "core/_kernels.py", "core/_short.py", "core/_transpose.py",
+        "losses/_ce_kernels.py", "models/_data_kernels.py", "losses/_jax_ffi.py", "losses/_ffi_native.py",
     )
 )
 

@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from . import _rows
+from . import _rows, _transpose
 from ._fastexp import exp_fast, exp_full, exp_lowp, fma, log1p_pos, wide
 from ._rows import _exp_clamped, two_diff
 from ._rows import strict as _strict
@@ -120,13 +120,19 @@ def _load(x: Any, xt: Any, m: Any, lo: Any, total: Any, single: bool) -> None:  
     clamps instead): measured 0.20 -> 0.06 ms for these sweeps on 65536 x 10, one thread."""
     wide()
     rows, n = x.shape
+    done = 0
+    if _transpose.shuffled(n, x.itemsize, True):
+        step = _transpose.lanes(x.itemsize)
+        done = rows - rows % step
+        for r0 in range(0, done, step):
+            _transpose.rows_to_cols_at(x, xt, r0)
     if n <= GATHER_MAX:
         for j in range(n):
             col = xt[j]
-            for r in range(rows):
+            for r in range(done, rows):
                 col[r] = x[r, j]
     else:
-        for r in range(rows):
+        for r in range(done, rows):
             xr = x[r]
             for j in range(n):
                 xt[j, r] = xr[j]
@@ -220,13 +226,19 @@ def _store(ot: Any, out: Any) -> None:  # pragma: no cover - jitted
     """``out[r, j] = ot[j, r]``: the block back in row order."""
     wide()
     rows, n = out.shape
+    done = 0
+    if _transpose.shuffled(n, out.itemsize, False):
+        step = _transpose.lanes(out.itemsize)
+        done = rows - rows % step
+        for r0 in range(0, done, step):
+            _transpose.cols_to_rows_at(ot, out, r0)
     if n <= GATHER_MAX:
         for j in range(n):
             col = ot[j]
-            for r in range(rows):
+            for r in range(done, rows):
                 out[r, j] = col[r]
         return
-    for r in range(rows):
+    for r in range(done, rows):
         o = out[r]
         for j in range(n):
             o[j] = ot[j, r]

@@ -15,6 +15,10 @@ gradient and counts it in the mean's denominator, as :mod:`._jax_fast` does, and
 losses in float64. Under ``vmap`` XLA prepends the batch axes to every buffer
 (``vmap_method="broadcast_all"``); the handler solves each member with its own denominator.
 
+Above the parallel threshold the handler shares the blocks of rows of more than two classes
+with XLA's own thread pool (``XLA_FFI_ThreadPool_Schedule``, section "Blocks shared with
+XLA's threads"); where the API table has no thread pool, the handler computes every block.
+
 The frame layout is read for the FFI API major version 0 (the version is read from the header
 jaxlib ships); another major version, or a jaxlib without ``jax.ffi``, leaves the lean XLA path.
 """
@@ -24,28 +28,33 @@ from __future__ import annotations
 import ctypes
 import platform
 import re
+from collections import namedtuple
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..core import _rows, _short
 from . import _ce_kernels
+from . import _ffi_native as _native
 
 __all__ = ["available", "rows", "takes"]
 
 _REDUCTION = {"none": 0, "sum": 1, "mean": 2}
 _IGNORED, _BAD = -1, -2
 _TARGET = {np.dtype(np.float32): "softgrad_ce_short_f32", np.dtype(np.float64): "softgrad_ce_short_f64"}
+_TASK_SYMBOL = {dtype: f"{name}_task" for dtype, name in _TARGET.items()}
 
 # 8-byte words of XLA_FFI_CallFrame: extension_start, then args.args and rets.rets (c_api.h:
 # struct_size, extension_start, api, ctx, stage, then args and rets of 5 words each)
-_FRAME_WORDS, _FRAME_EXTENSION, _FRAME_ARGS, _FRAME_RETS = 15, 1, 9, 14
+_FRAME_WORDS, _FRAME_EXTENSION, _FRAME_API, _FRAME_CONTEXT, _FRAME_ARGS, _FRAME_RETS = 15, 1, 2, 3, 9, 14
 # words of XLA_FFI_Buffer: struct_size, extension_start, dtype, data, rank, dims
 _BUFFER_WORDS, _BUFFER_DATA, _BUFFER_RANK, _BUFFER_DIMS = 6, 3, 4, 5
 # the metadata extension (XLA asks each handler which API version it was built for):
@@ -78,6 +87,10 @@ def available() -> bool:
     # softgrad would flush too. Started here, from Python; this also loads the parallel runtime
     # whose symbols the cached handlers link to.
     _start_workers(np.zeros(4 * int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    for dtype, symbol in _TASK_SYMBOL.items():  # (first: the handlers link to them)
+        task = numba.cfunc(types.void(types.voidptr), cache=True)(_TASKS[dtype])
+        _COMPILED.append(task)
+        llvm.add_symbol(symbol, task.address)
     for dtype, name in _TARGET.items():
         handler = numba.cfunc(types.voidptr(types.voidptr), cache=True)(_HANDLERS[dtype])
         address: Any = handler.address
@@ -215,10 +228,24 @@ def _set_mxcsr_typer(typingctx: Any, value: Any) -> Any:
     return types.none(types.int32), codegen
 
 
+def _task_address_typer(typingctx: Any, like: Any) -> Any:
+    """``_task_address(like)``: the address of the helper task for ``like``'s float type (a
+    symbol that :func:`available` registers before it compiles the handlers)."""
+    name = _TASK_SYMBOL[np.dtype(np.float32 if like == types.float32 else np.float64)]
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+        task = cgutils.get_or_insert_function(builder.module, fnty, name)
+        return builder.ptrtoint(task, ir.IntType(64))
+
+    return types.int64(like), codegen
+
+
 _words: Any = _array_at(types.int64)
 _int32_at: Any = _array_at(types.int32)
 _floats_at: Any = intrinsic(_floats_typer)
 _address_of: Any = intrinsic(_address_typer)
+_task_address: Any = intrinsic(_task_address_typer)
 _no_error: Any = intrinsic(_null_typer)  # the null XLA_FFI_Error*: success
 _get_mxcsr: Any = intrinsic(_get_mxcsr_typer)
 _set_mxcsr: Any = intrinsic(_set_mxcsr_typer)
@@ -269,12 +296,13 @@ def _handle(frame: int, zero: Any) -> None:  # pragma: no cover - jitted
         g = grad[:1].reshape((1, 1))  # (no gradient wanted: XLA's one-entry placeholder)
         if want_grad:
             g = grad[b * nrows * n : (b + 1) * nrows * n].reshape((nrows, n))
-        _member(x[b], code[b], reduction, want_grad, threads, loss[b * per_member : (b + 1) * per_member], g)
+        pool = _Pool(words[_FRAME_API], words[_FRAME_CONTEXT], threads)
+        _member(x[b], code[b], reduction, want_grad, pool, loss[b * per_member : (b + 1) * per_member], g)
 
 
 @numba.njit(cache=True)
 def _member(
-    x: Any, code: Any, reduction: int, want_grad: bool, threads: int, loss: Any, grad: Any
+    x: Any, code: Any, reduction: int, want_grad: bool, pool: Any, loss: Any, grad: Any
 ) -> None:  # pragma: no cover
     """One problem: rows ``x`` (R, n), codes, the reduced loss (or R row losses) and gradient."""
     nrows, n = x.shape
@@ -292,7 +320,7 @@ def _member(
         scale = 1.0 / counted if counted else 0.0
     row_loss = np.empty(nrows)
     constants = _ce_kernels.Constants(0.0, float(n), _IGNORED, 1, scale, False, False, True, want_grad, False)
-    _run(x, y, row_loss, grad, constants, threads)
+    _run(x, y, row_loss, grad, constants, pool)
     if nbad:
         for r in range(nrows):
             if code[r] == _BAD:
@@ -310,11 +338,12 @@ def _member(
 
 
 @numba.njit(cache=True)
-def _run(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, threads: int) -> None:  # pragma: no cover - jitted
+def _run(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, pool: Any) -> None:  # pragma: no cover - jitted
     """The short-row kernels of :mod:`._ce_kernels` (:func:`~._ce_kernels.cross_entropy_2d`'s
-    choice for rows without class weights or smoothing), threads as there."""
+    choice for rows without class weights or smoothing). Rows of more than two classes share
+    their blocks with XLA's own threads (:func:`_take_blocks`); pairs use Numba's threads."""
     nrows, n = x.shape
-    nthr = threads if x.size >= _rows.PARALLEL_MIN else 1
+    nthr = pool.threads if x.size >= _rows.PARALLEL_MIN else 1
     ones = np.ones(1)
     if n == 2:
         flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
@@ -324,16 +353,125 @@ def _run(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, threads: int) -> None
             _ce_kernels._ce_pair_2d_serial(
                 flat_x, y, ones, ones, ones, row_loss, flat_grad, _short.PAIR_ROWS, c
             )
-    else:
-        per = max(1, min(nrows, _short._BLOCK_ELEMS // n))
-        xt = np.empty((nthr, n, per + _short.PAD), x.dtype)  # (as _short.block_scratch)
-        et = np.empty((nthr, n, per + _short.PAD))
-        ot = np.empty((nthr, n, per + _short.PAD), x.dtype)
-        aux = np.empty((nthr, _short.AUX_ROWS, per + _short.PAD))
-        if nthr > 1:
-            _ce_kernels._ce_short_2d(x, y, ones, ones, ones, row_loss, grad, xt, et, ot, aux, per, c)
-        else:
-            _ce_kernels._ce_short_2d_serial(x, y, ones, ones, ones, row_loss, grad, xt, et, ot, aux, per, c)
+        return
+    if nrows == 0:
+        return
+    per = max(1, min(nrows, _short._BLOCK_ELEMS // n))
+    state = _share_state(x, y, row_loss, grad, c, per)
+    if nthr > 1:
+        _schedule_helpers(pool, state, nthr - 1, x[0, 0])
+    _take_blocks(state, x[0, 0])
+    while _native.atomic_load(state + 8 * _S_DONE) < _words(state, _S_WORDS)[_S_NBLOCKS]:
+        _native.pause()  # (only for a block a helper has taken and is still writing)
+    _release(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks shared with XLA's threads
+#
+# Numba's threads, started from XLA's threads, kept a team per calling thread that spun beside
+# XLA's own idle workers: a third of the CPU time of a jitted 65536 x 10 step went to spinning.
+# Instead the handler asks XLA's thread pool (XLA_FFI_ThreadPool_Schedule) to run helper tasks,
+# and the handler and the helpers take blocks of rows from one atomic counter until none is
+# left. XLA may run a task on the calling thread, later, or never in parallel: whoever comes
+# takes what is left, so nothing waits for a task that has not started; the handler only waits
+# for blocks a helper has taken. The shared state lives on the C heap with a reference count,
+# because a helper may start after the handler has returned (it then finds no block and only
+# drops its reference).
+
+_Pool = namedtuple("_Pool", ["api", "context", "threads"])
+
+# int64 words of the shared state
+_S_NEXT, _S_DONE, _S_REFS, _S_NBLOCKS, _S_PER, _S_NROWS, _S_N = 0, 1, 2, 3, 4, 5, 6
+_S_X, _S_Y, _S_LOSS, _S_GRAD, _S_WANT_GRAD, _S_SCALE = 7, 8, 9, 10, 11, 12
+_S_WORDS = 13
+# words of XLA_FFI_Api: XLA_FFI_Error_Destroy and XLA_FFI_ThreadPool_Schedule (c_api.h)
+_API_ERROR_DESTROY, _API_SCHEDULE = 8, 17
+_SCHEDULE_ARGS_BYTES, _DESTROY_ARGS_BYTES = 40, 24
+
+
+@numba.njit(cache=True)
+def _share_state(x: Any, y: Any, row_loss: Any, grad: Any, c: Any, per: int) -> int:  # pragma: no cover
+    """The shared state of one problem on the C heap, holding the handler's reference."""
+    nrows, n = x.shape
+    state = _native.malloc(8 * _S_WORDS)
+    words = _words(state, _S_WORDS)
+    words[_S_NEXT] = 0
+    words[_S_DONE] = 0
+    words[_S_REFS] = 1  # the handler's
+    words[_S_NBLOCKS] = (nrows + per - 1) // per
+    words[_S_PER] = per
+    words[_S_NROWS] = nrows
+    words[_S_N] = n
+    words[_S_X] = x.ctypes.data
+    words[_S_Y] = y.ctypes.data
+    words[_S_LOSS] = row_loss.ctypes.data
+    words[_S_GRAD] = grad.ctypes.data
+    words[_S_WANT_GRAD] = c.want_grad
+    _floats_at(state, _S_WORDS, 0.0)[_S_SCALE] = c.row_scale_all
+    return state
+
+
+@numba.njit(cache=True)
+def _schedule_helpers(pool: Any, state: int, count: int, like: Any) -> int:  # pragma: no cover
+    """Ask XLA's thread pool to run ``count`` helpers on ``state``; how many it accepted."""
+    api = _words(pool.api, _API_SCHEDULE + 1)
+    if api[0] < 8 * (_API_SCHEDULE + 1) or api[_API_SCHEDULE] == 0:  # (an older table)
+        return 0
+    args = np.empty(5, np.int64)
+    args[0] = _SCHEDULE_ARGS_BYTES
+    args[1] = 0
+    args[2] = pool.context
+    args[3] = _task_address(like)
+    args[4] = state
+    for accepted in range(count):
+        _native.atomic_add(state + 8 * _S_REFS, 1)  # (the helper's, first: it may run at once)
+        error = _native.call_api(api[_API_SCHEDULE], args.ctypes.data)
+        if error != 0:  # (no thread pool): the handler takes every block
+            _native.atomic_add(state + 8 * _S_REFS, -1)
+            destroy = np.empty(3, np.int64)
+            destroy[0] = _DESTROY_ARGS_BYTES
+            destroy[1] = 0
+            destroy[2] = error
+            _native.call_api(api[_API_ERROR_DESTROY], destroy.ctypes.data)
+            return accepted
+    return count
+
+
+@numba.njit(cache=True)
+def _take_blocks(state: int, like: Any) -> None:  # pragma: no cover - jitted
+    """Compute blocks of ``state`` until none is left (handler and helpers alike)."""
+    words = _words(state, _S_WORDS)
+    nblocks, per, nrows, n = words[_S_NBLOCKS], words[_S_PER], words[_S_NROWS], words[_S_N]
+    if _native.atomic_load(state + 8 * _S_NEXT) >= nblocks:
+        return  # (a helper that came late: the buffers may be gone)
+    want_grad = words[_S_WANT_GRAD] != 0
+    x = _floats_at(words[_S_X], nrows * n, like).reshape((nrows, n))
+    y = _int32_at(words[_S_Y], nrows)
+    row_loss = _floats_at(words[_S_LOSS], nrows, 0.0)
+    grad = _floats_at(words[_S_GRAD], nrows * n if want_grad else 1, like)
+    scale = _floats_at(state, _S_WORDS, 0.0)[_S_SCALE]
+    c = _ce_kernels.Constants(0.0, float(n), _IGNORED, 1, scale, False, False, True, want_grad, False)
+    xt = np.empty((n, per + _short.PAD), x.dtype)  # (as _short.block_scratch)
+    et = np.empty((n, per + _short.PAD))
+    ot = np.empty((n, per + _short.PAD), x.dtype)
+    aux = np.empty((_short.AUX_ROWS, per + _short.PAD))
+    ones = np.ones(1)
+    while True:
+        b = _native.atomic_add(state + 8 * _S_NEXT, 1)
+        if b >= nblocks:
+            return
+        r0 = b * per
+        r1 = min(r0 + per, nrows)
+        gb = grad[r0 * n : r1 * n].reshape((r1 - r0, n)) if want_grad else grad.reshape((1, 1))
+        _ce_kernels._ce_short_block(x[r0:r1], y, ones, ones, ones, row_loss, gb, xt, et, ot, aux, r0, c)
+        _native.atomic_add(state + 8 * _S_DONE, 1)
+
+
+@numba.njit(cache=True)
+def _release(state: int) -> None:  # pragma: no cover - jitted
+    if _native.atomic_add(state + 8 * _S_REFS, -1) == 1:
+        _native.free(state)
 
 
 # XLA runs its CPU computations with subnormals flushed to zero (MXCSR's FTZ and DAZ); the
@@ -360,3 +498,25 @@ def _handler_f64(frame: Any) -> Any:  # pragma: no cover - compiled by available
 
 
 _HANDLERS = {np.dtype(np.float32): _handler_f32, np.dtype(np.float64): _handler_f64}
+
+
+@numba.njit(cache=True)
+def _help(state: int, zero: Any) -> None:  # pragma: no cover - jitted
+    """A helper task on XLA's thread: blocks of ``state`` with subnormals kept, then its
+    reference dropped."""
+    mxcsr = _get_mxcsr()
+    _set_mxcsr(mxcsr & ~_FLUSH_BITS)
+    _take_blocks(state, zero)
+    _set_mxcsr(mxcsr)
+    _release(state)
+
+
+def _task_f32(data: Any) -> None:  # pragma: no cover - compiled by available()
+    _help(_address_of(data), np.float32(0.0))
+
+
+def _task_f64(data: Any) -> None:  # pragma: no cover - compiled by available()
+    _help(_address_of(data), np.float64(0.0))
+
+
+_TASKS = {np.dtype(np.float32): _task_f32, np.dtype(np.float64): _task_f64}
