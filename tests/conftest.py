@@ -187,6 +187,23 @@ def accuracy_report(pytestconfig: pytest.Config) -> Any:
     return record
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the measured table to the controller, which prints it."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        table = session.config.stash.get(_REPORT, {})
+        output["softgrad_accuracy"] = [[*key, value] for key, value in table.items()]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: merge a finished worker's table (the largest error wins)."""
+    table: dict[tuple[str, str, str], float] = node.config.stash.setdefault(_REPORT, {})
+    for quantity, dtype, data_set, value in getattr(node, "workeroutput", {}).get("softgrad_accuracy", []):
+        key = (quantity, dtype, data_set)
+        table[key] = max(table.get(key, 0.0), float(value))
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     table = config.stash.get(_REPORT, None)
     if not table:
