@@ -120,12 +120,7 @@ def _load(x: Any, xt: Any, m: Any, lo: Any, total: Any, single: bool) -> None:  
     clamps instead): measured 0.20 -> 0.06 ms for these sweeps on 65536 x 10, one thread."""
     wide()
     rows, n = x.shape
-    done = 0
-    if _transpose.shuffled(n, x.itemsize, True):
-        step = _transpose.lanes(x.itemsize)
-        done = rows - rows % step
-        for r0 in range(0, done, step):
-            _transpose.rows_to_cols_at(x, xt, r0)
+    done = _transpose.rows_to_cols(x, xt)
     if n <= GATHER_MAX:
         for j in range(n):
             col = xt[j]
@@ -226,12 +221,7 @@ def _store(ot: Any, out: Any) -> None:  # pragma: no cover - jitted
     """``out[r, j] = ot[j, r]``: the block back in row order."""
     wide()
     rows, n = out.shape
-    done = 0
-    if _transpose.shuffled(n, out.itemsize, False):
-        step = _transpose.lanes(out.itemsize)
-        done = rows - rows % step
-        for r0 in range(0, done, step):
-            _transpose.cols_to_rows_at(ot, out, r0)
+    done = _transpose.cols_to_rows(ot, out)
     if n <= GATHER_MAX:
         for j in range(n):
             col = ot[j]

@@ -16,7 +16,7 @@ the load 0.39-0.57 -> 0.16-0.19 ms, the store 0.42-0.44 -> 0.17-0.19 ms.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 from llvmlite import ir
@@ -24,7 +24,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["LOAD_WIDTHS", "STORE_WIDTHS", "lanes", "shuffled"]
+__all__ = ["LOAD_WIDTHS", "STORE_WIDTHS", "cols_to_rows", "lanes", "rows_to_cols", "shuffled"]
 
 VECTOR_BYTES = 64
 """Bytes per column vector: 16 float32 or 8 float64 rows per shuffle."""
@@ -81,40 +81,76 @@ def _switch_on_width(builder: Any, n: Any, widths: tuple[int, ...], emit: Any) -
     builder.position_at_end(done)
 
 
-def _rows_to_cols_typer(typingctx: Any, x: Any, xt: Any, r0: Any) -> Any:
-    """``xt[j, r0 + i] = x[r0 + i, j]`` for the :func:`lanes` rows from ``r0`` (C-contiguous
-    ``x``), where the width ``n`` is in :data:`LOAD_WIDTHS`."""
-    if not (isinstance(x, types.Array) and x.layout == "C" and isinstance(xt, types.Array)):
-        return None
-    elt_size = x.dtype.bitwidth // 8
-    count, widths = VECTOR_BYTES // elt_size, LOAD_WIDTHS[elt_size]
+class _Group(NamedTuple):
+    """LLVM values of one group of :func:`lanes` rows: the rows' and the columns' arrays, the
+    group's first row as a byte offset into one row of the columns, and the column stride."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        dst = context.make_array(signature.args[1])(context, builder, args[1])
-        r0v = args[2]
-        n = cgutils.unpack_tuple(builder, src.shape, 2)[1]
-        column_stride = cgutils.unpack_tuple(builder, dst.strides, 2)[0]
-        element = _element(signature.args[0].dtype)
-        row_bytes = builder.mul(r0v, _int64(elt_size))
+    builder: Any
+    rows: Any
+    cols: Any
+    row_bytes: Any
+    column_stride: Any
+    element: ir.Type
+    per_vector: int
+    itemsize: int
 
-        def emit(width: int) -> None:
-            block_type = ir.VectorType(element, width * count)
-            start = _byte_ptr(builder, src, builder.mul(row_bytes, _int64(width)))
-            block = builder.load(builder.bitcast(start, block_type.as_pointer()), align=elt_size)
-            column_type = ir.VectorType(element, count)
-            for j in range(width):
-                column = builder.shuffle_vector(
-                    block, ir.Constant(block_type, ir.Undefined), _mask([j + width * i for i in range(count)])
-                )
-                offset = builder.add(builder.mul(_int64(j), column_stride), row_bytes)
-                at = builder.bitcast(_byte_ptr(builder, dst, offset), column_type.as_pointer())
-                builder.store(column, at, align=elt_size)
+    def column_ptr(self, j: int) -> Any:
+        offset = self.builder.add(self.builder.mul(_int64(j), self.column_stride), self.row_bytes)
+        column_type = ir.VectorType(self.element, self.per_vector)
+        return self.builder.bitcast(_byte_ptr(self.builder, self.cols, offset), column_type.as_pointer())
 
-        _switch_on_width(builder, n, widths, emit)
-        return context.get_dummy_value()
+    def rows_ptr(self, width: int) -> Any:
+        start = _byte_ptr(self.builder, self.rows, self.builder.mul(self.row_bytes, _int64(width)))
+        return self.builder.bitcast(start, ir.VectorType(self.element, width * self.per_vector).as_pointer())
 
-    return types.none(x, xt, types.intp), codegen
+
+def _emit_load(group: _Group, width: int) -> None:
+    """Rows to columns: one load of the group's rows, a shuffle and a store per column."""
+    b = group.builder
+    block = b.load(group.rows_ptr(width), align=group.itemsize)
+    undefined = ir.Constant(block.type, ir.Undefined)
+    for j in range(width):
+        column = b.shuffle_vector(block, undefined, _mask([j + width * i for i in range(group.per_vector)]))
+        b.store(column, group.column_ptr(j), align=group.itemsize)
+
+
+def _emit_store(group: _Group, width: int) -> None:
+    """Columns to rows: a load per column, the columns end to end, one shuffle and one store."""
+    b = group.builder
+    whole = _concatenate(b, [b.load(group.column_ptr(j), align=group.itemsize) for j in range(width)])
+    order = [(k % width) * group.per_vector + k // width for k in range(width * group.per_vector)]
+    b.store(b.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), _mask(order)),
+            group.rows_ptr(width), align=group.itemsize)
+
+
+def _transpose_typer(rows_arg: int, widths: dict[int, tuple[int, ...]], emit: Any) -> Any:
+    """The typer of an intrinsic ``(a, b, r0)`` that transposes the :func:`lanes` rows from
+    ``r0`` between the C-contiguous rows array (argument ``rows_arg``, 2-D, ``n`` entries a
+    row) and the columns array (the other one, ``(n, rows)``), where ``n`` is in ``widths``."""
+
+    def typer(typingctx: Any, a: Any, b: Any, r0: Any) -> Any:
+        rows_type, cols_type = (a, b) if rows_arg == 0 else (b, a)
+        if not (isinstance(rows_type, types.Array) and isinstance(cols_type, types.Array)):
+            return None
+        if rows_type.layout != "C":
+            return None
+        itemsize = rows_type.dtype.bitwidth // 8
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            arrays = [context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 1)]
+            rows, cols = arrays[rows_arg], arrays[1 - rows_arg]
+            group = _Group(
+                builder, rows, cols, builder.mul(args[2], _int64(itemsize)),
+                cgutils.unpack_tuple(builder, cols.strides, 2)[0],
+                _element(rows_type.dtype), VECTOR_BYTES // itemsize, itemsize,
+            )
+            n = cgutils.unpack_tuple(builder, rows.shape, 2)[1]
+            _switch_on_width(builder, n, widths[itemsize], lambda width: emit(group, width))
+            return context.get_dummy_value()
+
+        return types.none(a, b, types.intp), codegen
+
+    return typer
 
 
 def _concatenate(builder: Any, vectors: list[Any]) -> Any:
@@ -141,43 +177,37 @@ def _concatenate(builder: Any, vectors: list[Any]) -> Any:
     return builder.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), _mask(list(range(total))))
 
 
-def _cols_to_rows_typer(typingctx: Any, ot: Any, out: Any, r0: Any) -> Any:
-    """``out[r0 + i, j] = ot[j, r0 + i]`` for the :func:`lanes` rows from ``r0`` (C-contiguous
-    ``out``), where the width ``n`` is in :data:`STORE_WIDTHS`."""
-    if not (isinstance(out, types.Array) and out.layout == "C" and isinstance(ot, types.Array)):
-        return None
-    elt_size = out.dtype.bitwidth // 8
-    count, widths = VECTOR_BYTES // elt_size, STORE_WIDTHS[elt_size]
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        dst = context.make_array(signature.args[1])(context, builder, args[1])
-        r0v = args[2]
-        n = cgutils.unpack_tuple(builder, dst.shape, 2)[1]
-        column_stride = cgutils.unpack_tuple(builder, src.strides, 2)[0]
-        element = _element(signature.args[1].dtype)
-        row_bytes = builder.mul(r0v, _int64(elt_size))
-
-        def emit(width: int) -> None:
-            column_type = ir.VectorType(element, count)
-            columns = []
-            for j in range(width):
-                offset = builder.add(builder.mul(_int64(j), column_stride), row_bytes)
-                at = builder.bitcast(_byte_ptr(builder, src, offset), column_type.as_pointer())
-                columns.append(builder.load(at, align=elt_size))
-            whole = _concatenate(builder, columns)
-            rows = builder.shuffle_vector(
-                whole, ir.Constant(whole.type, ir.Undefined),
-                _mask([(k % width) * count + k // width for k in range(width * count)]),
-            )
-            start = _byte_ptr(builder, dst, builder.mul(row_bytes, _int64(width)))
-            builder.store(rows, builder.bitcast(start, rows.type.as_pointer()), align=elt_size)
-
-        _switch_on_width(builder, n, widths, emit)
-        return context.get_dummy_value()
-
-    return types.none(ot, out, types.intp), codegen
+rows_to_cols_at: Any = intrinsic(_transpose_typer(0, LOAD_WIDTHS, _emit_load))
+"""``rows_to_cols_at(x, xt, r0)``: ``xt[j, r0 + i] = x[r0 + i, j]`` for the :func:`lanes` rows
+from ``r0``, where the width is in :data:`LOAD_WIDTHS` (else nothing)."""
+cols_to_rows_at: Any = intrinsic(_transpose_typer(1, STORE_WIDTHS, _emit_store))
+"""``cols_to_rows_at(ot, out, r0)``: ``out[r0 + i, j] = ot[j, r0 + i]``, where the width is in
+:data:`STORE_WIDTHS` (else nothing)."""
 
 
-rows_to_cols_at: Any = intrinsic(_rows_to_cols_typer)
-cols_to_rows_at: Any = intrinsic(_cols_to_rows_typer)
+@numba.njit(inline="always", cache=True)
+def rows_to_cols(x: Any, xt: Any) -> int:  # pragma: no cover - jitted
+    """Transpose the whole groups of rows of ``x`` into ``xt`` by shuffles where its width is in
+    :data:`LOAD_WIDTHS`; the number of rows done (the caller does the rest)."""
+    rows, n = x.shape
+    if not shuffled(n, x.itemsize, True):
+        return 0
+    step = lanes(x.itemsize)
+    done = rows - rows % step
+    for r0 in range(0, done, step):
+        rows_to_cols_at(x, xt, r0)
+    return done
+
+
+@numba.njit(inline="always", cache=True)
+def cols_to_rows(ot: Any, out: Any) -> int:  # pragma: no cover - jitted
+    """Transpose ``ot`` back into the whole groups of rows of ``out`` by shuffles where its width
+    is in :data:`STORE_WIDTHS`; the number of rows done."""
+    rows, n = out.shape
+    if not shuffled(n, out.itemsize, False):
+        return 0
+    step = lanes(out.itemsize)
+    done = rows - rows % step
+    for r0 in range(0, done, step):
+        cols_to_rows_at(ot, out, r0)
+    return done
