@@ -186,15 +186,18 @@ cols_to_rows_at: Any = intrinsic(_transpose_typer(1, STORE_WIDTHS, _emit_store))
 
 
 @numba.njit(inline="always", cache=True)
+def _whole_groups(rows_array: Any, load: bool) -> int:  # pragma: no cover - jitted
+    """Rows of ``rows_array`` in whole groups of :func:`lanes` if its width is shuffled, else 0."""
+    rows, n = rows_array.shape
+    return rows - rows % lanes(rows_array.itemsize) if shuffled(n, rows_array.itemsize, load) else 0
+
+
+@numba.njit(inline="always", cache=True)
 def rows_to_cols(x: Any, xt: Any) -> int:  # pragma: no cover - jitted
     """Transpose the whole groups of rows of ``x`` into ``xt`` by shuffles where its width is in
     :data:`LOAD_WIDTHS`; the number of rows done (the caller does the rest)."""
-    rows, n = x.shape
-    if not shuffled(n, x.itemsize, True):
-        return 0
-    step = lanes(x.itemsize)
-    done = rows - rows % step
-    for r0 in range(0, done, step):
+    done = _whole_groups(x, True)
+    for r0 in range(0, done, lanes(x.itemsize)):
         rows_to_cols_at(x, xt, r0)
     return done
 
@@ -203,11 +206,7 @@ def rows_to_cols(x: Any, xt: Any) -> int:  # pragma: no cover - jitted
 def cols_to_rows(ot: Any, out: Any) -> int:  # pragma: no cover - jitted
     """Transpose ``ot`` back into the whole groups of rows of ``out`` by shuffles where its width
     is in :data:`STORE_WIDTHS`; the number of rows done."""
-    rows, n = out.shape
-    if not shuffled(n, out.itemsize, False):
-        return 0
-    step = lanes(out.itemsize)
-    done = rows - rows % step
-    for r0 in range(0, done, step):
+    done = _whole_groups(out, False)
+    for r0 in range(0, done, lanes(out.itemsize)):
         cols_to_rows_at(ot, out, r0)
     return done
